@@ -1,0 +1,266 @@
+/**
+ * Reads one `add_data` request in any of SPEC.md's three body forms (raw
+ * bytes, JSON with base64 `blob_data`, multipart with a `blob_data` file
+ * field), streams the bytes to storage and commits the chunk.
+ */
+
+import type { AppContext } from "./context.ts";
+import { BadRequestError } from "./errors.ts";
+import {
+  multipartBoundary,
+  MultipartError,
+  parseMultipart,
+} from "./multipart.ts";
+import {
+  type AppendResult,
+  assertAcceptsChunks,
+  commitChunk,
+  completeRecording,
+  type CompleteResult,
+  emptyChunk,
+} from "./recordings.ts";
+import { chunkTooLarge, type StoredChunk } from "./storage.ts";
+
+/** The outcome of one `add_data` request. */
+export interface ReceiveResult extends AppendResult {
+  /** Set when the request carried `last_chunk: true`. */
+  completed?: CompleteResult;
+}
+
+const MAX_INDEX = 1_000_000_000;
+
+function parseIndex(raw: unknown, where: string): number | undefined {
+  if (raw === undefined || raw === null || raw === "") return undefined;
+  const value = typeof raw === "number" ? raw : Number(String(raw).trim());
+  if (!Number.isSafeInteger(value) || value < 0 || value > MAX_INDEX) {
+    throw new BadRequestError(
+      `The chunk index in ${where} must be a whole number from 0 to ${MAX_INDEX}, got ${
+        JSON.stringify(String(raw).slice(0, 40))
+      }.`,
+    );
+  }
+  return value;
+}
+
+function parseFlag(raw: unknown): boolean {
+  return raw === true || raw === 1 ||
+    (typeof raw === "string" && /^(true|1|yes|on)$/i.test(raw.trim()));
+}
+
+function decodeBase64(text: string): Uint8Array {
+  const comma = text.startsWith("data:") ? text.indexOf(",") : -1;
+  const payload = comma >= 0 ? text.slice(comma + 1) : text;
+  try {
+    return (Uint8Array as unknown as {
+      fromBase64(s: string): Uint8Array;
+    }).fromBase64(payload.replace(/-/g, "+").replace(/_/g, "/"));
+  } catch {
+    throw new BadRequestError(
+      "blob_data is not valid base64; send the chunk's bytes base64-encoded.",
+    );
+  }
+}
+
+function mergeIndex(
+  fromRequest: number | undefined,
+  fromBody: number | undefined,
+): number | undefined {
+  if (
+    fromRequest !== undefined && fromBody !== undefined &&
+    fromRequest !== fromBody
+  ) {
+    throw new BadRequestError(
+      `The chunk index is given twice with different values (${fromRequest} and ${fromBody}).`,
+    );
+  }
+  return fromRequest ?? fromBody;
+}
+
+async function readLimitedText(
+  body: ReadableStream<Uint8Array>,
+  limit: number,
+  tooLarge: () => Error,
+): Promise<string> {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  const reader = body.getReader();
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > limit) {
+        reader.cancel().catch(() => {});
+        throw tooLarge();
+      }
+      parts.push(value);
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  const all = new Uint8Array(size);
+  let offset = 0;
+  for (const p of parts) {
+    all.set(p, offset);
+    offset += p.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+
+interface ParsedBody {
+  stored: StoredChunk;
+  index?: number;
+  lastChunk: boolean;
+}
+
+async function readJsonBody(
+  ctx: AppContext,
+  id: string,
+  body: ReadableStream<Uint8Array>,
+): Promise<ParsedBody> {
+  const max = ctx.config.maxChunkBytes;
+  const text = await readLimitedText(
+    body,
+    Math.ceil(max / 3) * 4 + 64 * 1024,
+    () => chunkTooLarge(max),
+  );
+  if (text.trim() === "") throw emptyChunk();
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw new BadRequestError(
+      'The body is not valid JSON; send {"blob_data": "<base64>"}.',
+    );
+  }
+  if (!data || typeof data !== "object" || Array.isArray(data)) {
+    throw new BadRequestError(
+      'The JSON body must be an object like {"blob_data": "<base64>"}.',
+    );
+  }
+  const obj = data as Record<string, unknown>;
+  if (typeof obj.blob_data !== "string") {
+    throw new BadRequestError(
+      'The JSON body has no "blob_data" string; put the base64 of the chunk there.',
+    );
+  }
+  const bytes = decodeBase64(obj.blob_data);
+  if (bytes.length === 0) throw emptyChunk();
+  if (bytes.length > max) throw chunkTooLarge(max);
+  const index = parseIndex(obj.order, "the order field");
+  const stored = await ctx.storage.writeChunk(id, bytes, max);
+  return { stored, index, lastChunk: parseFlag(obj.last_chunk) };
+}
+
+async function readMultipartBody(
+  ctx: AppContext,
+  id: string,
+  body: ReadableStream<Uint8Array>,
+  boundary: string,
+): Promise<ParsedBody> {
+  let stored: StoredChunk | undefined;
+  let fields: Record<string, string>;
+  try {
+    ({ fields } = await parseMultipart(body, boundary, async (part) => {
+      if (part.name !== "blob_data" || stored) {
+        await part.body.cancel();
+        return;
+      }
+      stored = await ctx.storage.writeChunk(
+        id,
+        part.body,
+        ctx.config.maxChunkBytes,
+      );
+    }, { fileFields: ["blob_data"] }));
+  } catch (err) {
+    if (stored) await ctx.storage.deleteChunk(id, stored.file);
+    if (err instanceof MultipartError) {
+      throw new BadRequestError(
+        `The multipart body is malformed: ${err.message}`,
+      );
+    }
+    throw err;
+  }
+  if (!stored) {
+    throw new BadRequestError(
+      'The form has no "blob_data" file field; put the chunk there.',
+    );
+  }
+  try {
+    return {
+      stored,
+      index: parseIndex(fields.order, "the order field"),
+      lastChunk: parseFlag(fields.last_chunk),
+    };
+  } catch (err) {
+    await ctx.storage.deleteChunk(id, stored.file);
+    throw err;
+  }
+}
+
+/**
+ * Receives one chunk request for recording `id`: checks the session first,
+ * reads the body in its form, stores it, commits it, and completes the
+ * recording when the body says `last_chunk: true`.
+ */
+export async function receiveChunk(
+  ctx: AppContext,
+  id: string,
+  req: Request,
+): Promise<ReceiveResult> {
+  await assertAcceptsChunks(ctx, id);
+  const url = new URL(req.url);
+  const requestIndex = mergeIndex(
+    parseIndex(req.headers.get("x-chunk-index"), "the X-Chunk-Index header"),
+    parseIndex(url.searchParams.get("index"), "the index query parameter"),
+  );
+  const max = ctx.config.maxChunkBytes;
+  const contentType = req.headers.get("content-type") ?? "";
+  const declared = Number(req.headers.get("content-length") ?? NaN);
+  const mediaType = contentType.split(";")[0].trim().toLowerCase();
+  const slack = mediaType === "application/json"
+    ? Math.ceil(max / 3) * 4 + 64 * 1024
+    : mediaType === "multipart/form-data"
+    ? max + 64 * 1024
+    : max;
+  if (declared > slack) {
+    req.body?.cancel().catch(() => {});
+    throw chunkTooLarge(max);
+  }
+  if (!req.body || declared === 0) throw emptyChunk();
+
+  let parsed: ParsedBody;
+  if (mediaType === "application/json") {
+    parsed = await readJsonBody(ctx, id, req.body);
+  } else if (mediaType === "multipart/form-data") {
+    const boundary = multipartBoundary(contentType);
+    if (!boundary) {
+      throw new BadRequestError(
+        "The multipart Content-Type has no boundary; let the browser set it by sending FormData.",
+      );
+    }
+    parsed = await readMultipartBody(ctx, id, req.body, boundary);
+  } else {
+    parsed = {
+      stored: await ctx.storage.writeChunk(id, req.body, max),
+      lastChunk: false,
+    };
+  }
+  let index: number | undefined;
+  try {
+    index = mergeIndex(requestIndex, parsed.index);
+  } catch (err) {
+    await ctx.storage.deleteChunk(id, parsed.stored.file);
+    throw err;
+  }
+  const result: ReceiveResult = await commitChunk(ctx, id, parsed.stored, {
+    index,
+    contentType: mediaType.startsWith("multipart/") ||
+        mediaType === "application/json"
+      ? undefined
+      : contentType,
+  });
+  if (parsed.lastChunk) result.completed = await completeRecording(ctx, id);
+  return result;
+}

@@ -1,0 +1,91 @@
+/**
+ * Every setting of the service, read from environment variables in one place.
+ * The README's configuration table lists the same names and defaults.
+ */
+
+import { join } from "node:path";
+import { ConfigError } from "./errors.ts";
+
+/** The service's settings after defaults are applied. */
+export interface Config {
+  /** TCP port the HTTP server listens on (0 picks a free one). */
+  port: number;
+  /** Interface the HTTP server binds to. */
+  hostname: string;
+  /** Folder that holds chunks, finished files and (by default) the KV file. */
+  dataDir: string;
+  /** Deno KV location: a file path, `:memory:`, or a KV Connect URL. */
+  kvPath: string;
+  /** ffmpeg binary named by env, or undefined to search PATH then npm. */
+  ffmpegPath?: string;
+  /** ffprobe binary named by env, or undefined to search PATH then npm. */
+  ffprobePath?: string;
+  /** Largest accepted chunk in bytes (413 above it). */
+  maxChunkBytes: number;
+  /** Largest accepted recording in bytes (413 once it would pass it). */
+  maxRecordingBytes: number;
+  /** Free bytes the data disk must keep; a chunk that would go below gets 507. */
+  minFreeBytes: number;
+  /** Allowed CORS origins; `["*"]` allows any. */
+  corsOrigins: string[];
+  /** Whether this process runs the processing worker. */
+  runWorker: boolean;
+  /** How many recordings one worker processes at once. */
+  jobConcurrency: number;
+  /** Attempts before a job is marked failed. */
+  jobMaxAttempts: number;
+  /** How long a worker's claim on a job lasts without renewal, in ms. */
+  jobLeaseMs: number;
+  /** First retry delay in ms; doubles per attempt. */
+  jobBackoffMs: number;
+  /** A single ffmpeg run is killed after this many ms. */
+  ffmpegTimeoutMs: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+function readInt(env: Env, name: string, fallback: number, min = 0): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new ConfigError(
+      `${name} must be a whole number of at least ${min}, got "${raw}"`,
+    );
+  }
+  return value;
+}
+
+function readBool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+const MIB = 1024 * 1024;
+
+/** Builds the config from an environment (by default the process's own). */
+export function loadConfig(env: Env = Deno.env.toObject()): Config {
+  const dataDir = env.DATA_DIR || "./data";
+  return {
+    port: readInt(env, "PORT", 8000),
+    hostname: env.HOSTNAME || "0.0.0.0",
+    dataDir,
+    kvPath: env.KV_PATH || join(dataDir, "tapedeck.kv"),
+    ffmpegPath: env.FFMPEG_PATH || undefined,
+    ffprobePath: env.FFPROBE_PATH || undefined,
+    maxChunkBytes: readInt(env, "MAX_CHUNK_BYTES", 64 * MIB, 1),
+    maxRecordingBytes: readInt(env, "MAX_RECORDING_BYTES", 8192 * MIB, 1),
+    minFreeBytes: readInt(env, "MIN_FREE_BYTES", 256 * MIB),
+    corsOrigins: (env.CORS_ORIGINS || "*").split(",").map((s) => s.trim())
+      .filter(Boolean),
+    runWorker: readBool(env, "RUN_WORKER", true),
+    jobConcurrency: readInt(env, "JOB_CONCURRENCY", 1, 1),
+    jobMaxAttempts: readInt(env, "JOB_MAX_ATTEMPTS", 3, 1),
+    jobLeaseMs: readInt(env, "JOB_LEASE_MS", 30_000, 1000),
+    jobBackoffMs: readInt(env, "JOB_BACKOFF_MS", 2_000, 0),
+    ffmpegTimeoutMs: readInt(env, "FFMPEG_TIMEOUT_MS", 30 * 60_000, 1000),
+  };
+}

@@ -1,0 +1,38 @@
+/**
+ * The shared services of one running instance, handed to routes and jobs.
+ */
+
+import type { Config } from "./config.ts";
+import { LiveHub } from "./live.ts";
+import { LocalStorage, type Storage } from "./storage.ts";
+
+/** What every `lib/` operation needs: config, KV, storage and the live hub. */
+export interface AppContext {
+  config: Config;
+  kv: Deno.Kv;
+  storage: Storage;
+  live: LiveHub;
+}
+
+/** Whether the KV location is a remote (KV Connect) URL. */
+export function isRemoteKv(kvPath: string): boolean {
+  return /^https?:\/\//i.test(kvPath);
+}
+
+/** Opens KV and storage for a config. Close with {@link closeContext}. */
+export async function openContext(config: Config): Promise<AppContext> {
+  await Deno.mkdir(config.dataDir, { recursive: true });
+  await Deno.mkdir(`${config.dataDir}/recordings`, { recursive: true });
+  const kv = await Deno.openKv(config.kvPath);
+  return {
+    config,
+    kv,
+    storage: new LocalStorage(config.dataDir, config.minFreeBytes),
+    live: new LiveHub(),
+  };
+}
+
+/** Closes what {@link openContext} opened. */
+export function closeContext(ctx: AppContext): void {
+  ctx.kv.close();
+}

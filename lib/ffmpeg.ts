@@ -1,0 +1,263 @@
+/**
+ * ffmpeg and ffprobe as subprocesses: finding the binaries, running them with
+ * progress, a timeout and an AbortSignal, and reading ffprobe's JSON.
+ */
+
+import { createRequire } from "node:module";
+
+/** Where the binaries came from and what they are. */
+export interface FfmpegTools {
+  ffmpeg: string;
+  ffprobe: string;
+  /** "env", "PATH" or "npm", for each binary. */
+  ffmpegSource: string;
+  ffprobeSource: string;
+  /** ffmpeg's major and minor version, e.g. [5, 1]. */
+  version: [number, number];
+}
+
+/** An ffmpeg or ffprobe run that failed; the message is readable. */
+export class FfmpegError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FfmpegError";
+  }
+}
+
+async function findOnPath(name: string): Promise<string | undefined> {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (!dir) continue;
+    const candidate = `${dir}/${name}`;
+    try {
+      const st = await Deno.stat(candidate);
+      if (st.isFile && ((st.mode ?? 0o111) & 0o111)) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+function findInNpm(pkg: string): string | undefined {
+  try {
+    const require = createRequire(import.meta.url);
+    return (require(pkg) as { path?: string }).path;
+  } catch {
+    return undefined;
+  }
+}
+
+async function resolveBinary(
+  name: "ffmpeg" | "ffprobe",
+  fromEnv: string | undefined,
+): Promise<{ path: string; source: string }> {
+  if (fromEnv) return { path: fromEnv, source: "env" };
+  const onPath = await findOnPath(name);
+  if (onPath) return { path: onPath, source: "PATH" };
+  const npm = findInNpm(
+    name === "ffmpeg"
+      ? "@ffmpeg-installer/ffmpeg"
+      : "@ffprobe-installer/ffprobe",
+  );
+  if (npm) return { path: npm, source: "npm" };
+  throw new FfmpegError(
+    `${name} was not found: install it (apt-get install ffmpeg), put it on PATH, or set ${name.toUpperCase()}_PATH`,
+  );
+}
+
+/** Finds ffmpeg and ffprobe: env first, then PATH, then the npm packages. */
+export async function resolveTools(
+  ffmpegPath?: string,
+  ffprobePath?: string,
+): Promise<FfmpegTools> {
+  const ffmpeg = await resolveBinary("ffmpeg", ffmpegPath);
+  const ffprobe = await resolveBinary("ffprobe", ffprobePath);
+  let version: [number, number] = [0, 0];
+  try {
+    const out = await new Deno.Command(ffmpeg.path, {
+      args: ["-hide_banner", "-version"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const m = new TextDecoder().decode(out.stdout).match(
+      /version\s+n?(\d+)\.(\d+)/,
+    );
+    if (m) version = [Number(m[1]), Number(m[2])];
+  } catch (err) {
+    throw new FfmpegError(
+      `ffmpeg at ${ffmpeg.path} could not be run: ${(err as Error).message}`,
+    );
+  }
+  return {
+    ffmpeg: ffmpeg.path,
+    ffprobe: ffprobe.path,
+    ffmpegSource: ffmpeg.source,
+    ffprobeSource: ffprobe.source,
+    version,
+  };
+}
+
+/** Options of one ffmpeg run. */
+export interface RunOptions {
+  /** Called with the output time reached, in seconds. */
+  onProgress?: (outTimeS: number) => void;
+  signal?: AbortSignal;
+  /** The run is killed after this long. */
+  timeoutMs?: number;
+}
+
+function lastLines(text: string, n = 3): string {
+  return text.trim().split("\n").map((l) => l.trim()).filter(Boolean).slice(-n)
+    .join("; ")
+    .replace(/(?:file:)?\/[^\s:'"]*\/([^\s/:'"]+)/g, "$1");
+}
+
+/**
+ * Runs ffmpeg with `args` (inputs and outputs), reading only local files.
+ * Progress comes from `-progress pipe:1`. Throws {@link FfmpegError} with
+ * ffmpeg's own last error lines when it fails, times out or is aborted.
+ */
+export async function runFfmpeg(
+  tools: FfmpegTools,
+  args: string[],
+  options: RunOptions = {},
+): Promise<void> {
+  const fullArgs = [
+    "-hide_banner",
+    "-nostdin",
+    "-nostats",
+    "-loglevel",
+    "error",
+    "-progress",
+    "pipe:1",
+    "-y",
+    ...args,
+  ];
+  const child = new Deno.Command(tools.ffmpeg, {
+    args: fullArgs,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let killedFor = "";
+  const kill = (why: string) => {
+    if (killedFor) return;
+    killedFor = why;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  };
+  const timer = options.timeoutMs
+    ? setTimeout(
+      () => kill(`it ran longer than ${options.timeoutMs} ms`),
+      options.timeoutMs,
+    )
+    : undefined;
+  const onAbort = () => kill("it was cancelled");
+  options.signal?.addEventListener("abort", onAbort);
+  if (options.signal?.aborted) onAbort();
+
+  const readProgress = (async () => {
+    let buf = "";
+    for await (
+      const text of child.stdout.pipeThrough(new TextDecoderStream())
+    ) {
+      buf += text;
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const m = line.match(/^out_time_(?:us|ms)=(\d+)/);
+        if (m && options.onProgress) options.onProgress(Number(m[1]) / 1e6);
+      }
+    }
+  })();
+  const readErrors = (async () => {
+    let text = "";
+    for await (
+      const piece of child.stderr.pipeThrough(new TextDecoderStream())
+    ) {
+      text = (text + piece).slice(-8192);
+    }
+    return text;
+  })();
+  try {
+    const [status, , stderr] = await Promise.all([
+      child.status,
+      readProgress,
+      readErrors,
+    ]);
+    if (killedFor) {
+      throw new FfmpegError(`ffmpeg was stopped because ${killedFor}`);
+    }
+    if (!status.success) {
+      throw new FfmpegError(
+        `ffmpeg failed (exit ${status.code}): ${
+          lastLines(stderr) || "no message"
+        }`,
+      );
+    }
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** The parts of ffprobe's JSON that we use. */
+export interface ProbeResult {
+  format?: { format_name?: string; duration?: string; size?: string };
+  streams: Array<{
+    index: number;
+    codec_type?: string;
+    codec_name?: string;
+    width?: number;
+    height?: number;
+    channels?: number;
+    sample_rate?: string;
+    duration?: string;
+    nb_read_packets?: string;
+    nb_frames?: string;
+  }>;
+}
+
+/** Runs ffprobe on a local file; `countPackets` also counts every packet. */
+export async function probe(
+  tools: FfmpegTools,
+  path: string,
+  options: { countPackets?: boolean; timeoutMs?: number } = {},
+): Promise<ProbeResult> {
+  const args = [
+    "-v",
+    "error",
+    "-protocol_whitelist",
+    "file",
+    "-print_format",
+    "json",
+    "-show_format",
+    "-show_streams",
+  ];
+  if (options.countPackets) args.push("-count_packets");
+  args.push(path);
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), options.timeoutMs ?? 120_000);
+  try {
+    const out = await new Deno.Command(tools.ffprobe, {
+      args,
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+      signal: ac.signal,
+    }).output();
+    if (!out.success) {
+      const msg = lastLines(new TextDecoder().decode(out.stderr)) ||
+        `exit ${out.code}`;
+      throw new FfmpegError(`ffprobe could not read the recording: ${msg}`);
+    }
+    const parsed = JSON.parse(new TextDecoder().decode(out.stdout));
+    return { format: parsed.format, streams: parsed.streams ?? [] };
+  } finally {
+    clearTimeout(timer);
+  }
+}

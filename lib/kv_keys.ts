@@ -1,0 +1,171 @@
+/**
+ * The whole Deno KV key schema of tapedeck, with one builder per key.
+ *
+ * | key                                          | value              |
+ * | -------------------------------------------- | ------------------ |
+ * | ["recording", id]                            | {@link Recording}  |
+ * | ["recording_by_created", createdAt, id]      | id (index)         |
+ * | ["chunk", id, index]                         | {@link ChunkEntry} |
+ * | ["job", id]                                  | {@link Job}        |
+ * | ["job_active", id]                           | id (index: queued or running jobs) |
+ * | ["change", seq]                              | {@link ChangeEntry} (expires after an hour) |
+ * | ["change_head"]                              | {@link ChangeEntry} (the newest change, for `watch`) |
+ * | ["job_wakeup"]                               | time (ms) a job was last queued, for workers' `watch` |
+ *
+ * A record and its indexes are written in one atomic commit; indexes hold ids,
+ * never copies. Every state change checks the record's versionstamp.
+ */
+
+/** The four states of SPEC.md. */
+export type RecordingStatus =
+  | "recording"
+  | "processing"
+  | "complete"
+  | "failed";
+
+/** What ffprobe said about a finished recording. */
+export interface MediaFacts {
+  container: string;
+  durationS: number;
+  video?: {
+    codec: string;
+    width: number;
+    height: number;
+    frames?: number;
+  };
+  audio?: { codec: string; channels?: number; sampleRate?: number };
+  /** How each output was made: "copy" or the encoder used. */
+  mp4Video?: string;
+  mp4Audio?: string;
+  /** Size in bytes of each finished file, by name. */
+  sizes: Record<string, number>;
+}
+
+/** A recording session: the truth about one upload and its processing. */
+export interface Recording {
+  id: string;
+  status: RecordingStatus;
+  createdAt: number;
+  updatedAt: number;
+  /** Time of the last accepted chunk (ms since epoch). */
+  lastChunkAt?: number;
+  bytesReceived: number;
+  chunksReceived: number;
+  /** Order key given to the next chunk that comes without an index. */
+  nextIndex: number;
+  /** Content type of the first chunk, when the client sent one. */
+  mimeType?: string;
+  /** 0 to 1 while processing. */
+  progress?: number;
+  /** Where processing stands, in words ("queued", "remuxing", ...). */
+  stage?: string;
+  durationS?: number;
+  /** Finished video files (SPEC.md `completed_videos`). */
+  files: string[];
+  poster?: string;
+  media?: MediaFacts;
+  /** Why processing failed, as a sentence. */
+  error?: string;
+}
+
+/** One stored chunk of a recording. */
+export interface ChunkEntry {
+  /** Position in the recording (the client's index, or arrival order). */
+  index: number;
+  /** Storage name of the chunk's bytes. */
+  file: string;
+  size: number;
+  /** Hex SHA-256 of the bytes, to tell an exact retry from a clash. */
+  sha256: string;
+  /** Whether the client gave the index. */
+  explicit: boolean;
+  at: number;
+}
+
+/** States of a processing job. */
+export type JobState = "queued" | "running" | "done" | "failed";
+
+/** The processing job of one recording. */
+export interface Job {
+  videoId: string;
+  state: JobState;
+  attempts: number;
+  maxAttempts: number;
+  /** Not to be started before this time (ms): backoff after a failure. */
+  runAfter: number;
+  /** While running: the claim is void after this time (ms). */
+  leaseUntil: number;
+  workerId?: string;
+  lastError?: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** A committed change to a recording, for live fan-out across instances. */
+export interface ChangeEntry {
+  id: string;
+  at: number;
+}
+
+/** ["recording", id] */
+export function recordingKey(id: string): Deno.KvKey {
+  return ["recording", id];
+}
+
+/** ["recording_by_created", createdAt, id] */
+export function recordingByCreatedKey(
+  createdAt: number,
+  id: string,
+): Deno.KvKey {
+  return ["recording_by_created", createdAt, id];
+}
+
+/** Prefix of the by-creation index, for listing newest first. */
+export function recordingByCreatedPrefix(): Deno.KvKey {
+  return ["recording_by_created"];
+}
+
+/** ["chunk", id, index] */
+export function chunkKey(id: string, index: number): Deno.KvKey {
+  return ["chunk", id, index];
+}
+
+/** Prefix of all chunks of a recording, in index order. */
+export function chunkPrefix(id: string): Deno.KvKey {
+  return ["chunk", id];
+}
+
+/** ["job", id] */
+export function jobKey(id: string): Deno.KvKey {
+  return ["job", id];
+}
+
+/** ["job_active", id]: present while the job is queued or running. */
+export function activeJobKey(id: string): Deno.KvKey {
+  return ["job_active", id];
+}
+
+/** Prefix of the active-jobs index. */
+export function activeJobPrefix(): Deno.KvKey {
+  return ["job_active"];
+}
+
+/** ["change", seq]: the change log, ordered by a time-based sequence. */
+export function changeKey(seq: string): Deno.KvKey {
+  return ["change", seq];
+}
+
+/** Prefix of the change log. */
+export function changePrefix(): Deno.KvKey {
+  return ["change"];
+}
+
+/** ["change_head"]: rewritten on every change so one `watch` sees them all. */
+export function changeHeadKey(): Deno.KvKey {
+  return ["change_head"];
+}
+
+/** ["job_wakeup"]: rewritten whenever a job is queued, so idle workers wake. */
+export function jobWakeupKey(): Deno.KvKey {
+  return ["job_wakeup"];
+}

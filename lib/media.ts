@@ -1,0 +1,40 @@
+/**
+ * Serving a recording's finished files with byte ranges, so a `<video>`
+ * element can seek in them. Only names the recording lists are served.
+ */
+
+import type { AppContext } from "./context.ts";
+import { NotFoundError } from "./errors.ts";
+import { contentTypeFor, fileResponse } from "./http_file.ts";
+import { getRecording, isFinishedFile } from "./recordings.ts";
+
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
+
+function missingFile(id: string, name: string): NotFoundError {
+  const shown = name.length > 80 ? `${name.slice(0, 80)}...` : name;
+  return new NotFoundError(
+    `Recording ${id} has no finished file named "${shown}"; GET /video/${id}/ lists its files.`,
+  );
+}
+
+/** Answers GET or HEAD for `/media/<id>/<name>` (200, 206, 304 or 416). */
+export async function serveFinishedFile(
+  ctx: AppContext,
+  req: Request,
+  id: string,
+  name: string,
+): Promise<Response> {
+  const rec = await getRecording(ctx, id);
+  if (!SAFE_NAME.test(name) || !isFinishedFile(rec, name)) {
+    throw missingFile(id, name);
+  }
+  const info = await ctx.storage.statFile(id, name);
+  if (!info) throw missingFile(id, name);
+  return await fileResponse(
+    req,
+    info,
+    contentTypeFor(name),
+    (start, end) => ctx.storage.openFile(id, name, start, end),
+    { cacheControl: "private, max-age=3600" },
+  );
+}

@@ -1,0 +1,427 @@
+/**
+ * Recording sessions: create, append chunks, complete, and read their state.
+ * All state lives in Deno KV (see kv_keys.ts); chunk bytes live in storage.
+ */
+
+import type { AppContext } from "./context.ts";
+import {
+  BadRequestError,
+  ConflictError,
+  NotFoundError,
+  TooLargeError,
+} from "./errors.ts";
+import {
+  activeJobKey,
+  changeHeadKey,
+  changeKey,
+  type ChunkEntry,
+  chunkKey,
+  chunkPrefix,
+  type Job,
+  jobKey,
+  jobWakeupKey,
+  type Recording,
+  recordingByCreatedKey,
+  recordingByCreatedPrefix,
+  recordingKey,
+} from "./kv_keys.ts";
+import type { StoredChunk } from "./storage.ts";
+
+const UUID_V4 =
+  /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const CHANGE_TTL_MS = 60 * 60 * 1000;
+
+let changeCounter = 0;
+
+/** Whether `id` is a lower-case hyphenated version 4 UUID. */
+export function isVideoId(id: string): boolean {
+  return UUID_V4.test(id);
+}
+
+/** Throws a 404 unless `id` is a well-formed id (unknown and malformed look alike). */
+export function assertVideoId(id: string): void {
+  if (!isVideoId(id)) throw unknownRecording(id);
+}
+
+function unknownRecording(id: string): NotFoundError {
+  const shown = id.length > 64 ? `${id.slice(0, 64)}...` : id;
+  return new NotFoundError(
+    `No recording has the id "${shown}"; create one with POST /create/ first.`,
+  );
+}
+
+/**
+ * Adds the change-log entries for a recording change to an atomic operation.
+ * Call {@link publishChange} after the commit succeeds.
+ */
+export function addChange(atomic: Deno.AtomicOperation, rec: Recording): void {
+  const seq = `${rec.updatedAt.toString().padStart(15, "0")}-${
+    (changeCounter++ % 1e6).toString().padStart(6, "0")
+  }-${crypto.randomUUID().slice(0, 8)}`;
+  const entry = { id: rec.id, at: rec.updatedAt };
+  atomic.set(changeKey(seq), entry, { expireIn: CHANGE_TTL_MS });
+  atomic.set(changeHeadKey(), { ...entry, seq });
+}
+
+/** Tells this process's live subscribers about a committed change. */
+export function publishChange(ctx: AppContext, rec: Recording): void {
+  ctx.live.publish(rec);
+}
+
+/** Creates a session in status `recording` and returns it. */
+export async function createRecording(ctx: AppContext): Promise<Recording> {
+  const id = crypto.randomUUID();
+  await ctx.storage.createRecording(id);
+  const now = Date.now();
+  const rec: Recording = {
+    id,
+    status: "recording",
+    createdAt: now,
+    updatedAt: now,
+    bytesReceived: 0,
+    chunksReceived: 0,
+    nextIndex: 0,
+    files: [],
+  };
+  const atomic = ctx.kv.atomic()
+    .check({ key: recordingKey(id), versionstamp: null })
+    .set(recordingKey(id), rec)
+    .set(recordingByCreatedKey(now, id), id);
+  addChange(atomic, rec);
+  const res = await atomic.commit();
+  if (!res.ok) throw new Error(`Could not create recording ${id}`);
+  publishChange(ctx, rec);
+  return rec;
+}
+
+/** Reads a recording with its versionstamp, or throws a 404. */
+export async function getRecordingEntry(
+  ctx: AppContext,
+  id: string,
+): Promise<Deno.KvEntry<Recording>> {
+  assertVideoId(id);
+  const entry = await ctx.kv.get<Recording>(recordingKey(id));
+  if (entry.versionstamp === null) throw unknownRecording(id);
+  return entry as Deno.KvEntry<Recording>;
+}
+
+/** Reads a recording, or throws a 404. */
+export async function getRecording(
+  ctx: AppContext,
+  id: string,
+): Promise<Recording> {
+  return (await getRecordingEntry(ctx, id)).value;
+}
+
+function notRecording(rec: Recording): ConflictError {
+  return new ConflictError(
+    `Recording ${rec.id} is ${rec.status}, no longer recording; it takes no more chunks.`,
+  );
+}
+
+/** What the client sends with one chunk. */
+export interface ChunkInput {
+  body: ReadableStream<Uint8Array> | Uint8Array;
+  /** The client's 0-based chunk number, when it gave one. */
+  index?: number;
+  contentType?: string;
+}
+
+/** What {@link commitChunk} reports back. */
+export interface AppendResult {
+  recording: Recording;
+  index: number;
+  /** True when this was an exact retry of a chunk already stored. */
+  duplicate: boolean;
+}
+
+/**
+ * Checks that a recording takes chunks (404, 409 or 413 otherwise) before
+ * any byte of the body is read.
+ */
+export async function assertAcceptsChunks(
+  ctx: AppContext,
+  id: string,
+): Promise<Recording> {
+  const rec = (await getRecordingEntry(ctx, id)).value;
+  if (rec.status !== "recording") throw notRecording(rec);
+  if (rec.bytesReceived >= ctx.config.maxRecordingBytes) {
+    throw recordingTooLarge(ctx.config.maxRecordingBytes);
+  }
+  return rec;
+}
+
+/**
+ * Records a chunk already written to storage in one atomic commit (chunk
+ * entry plus the session's counters). An exact retry of an indexed chunk is
+ * stored once; a different body for a taken index is a 409. The stored
+ * bytes are deleted whenever the chunk is not kept.
+ */
+export async function commitChunk(
+  ctx: AppContext,
+  id: string,
+  stored: StoredChunk,
+  options: { index?: number; contentType?: string } = {},
+): Promise<AppendResult> {
+  let keep = false;
+  try {
+    if (stored.size === 0) throw emptyChunk();
+    const limit = ctx.config.maxRecordingBytes;
+    for (let attempt = 0;; attempt++) {
+      const recEntry = await getRecordingEntry(ctx, id);
+      const rec = recEntry.value;
+      if (rec.status !== "recording") throw notRecording(rec);
+      if (rec.bytesReceived + stored.size > limit) {
+        throw recordingTooLarge(limit);
+      }
+      const index = options.index ?? rec.nextIndex;
+      const existing = await ctx.kv.get<ChunkEntry>(chunkKey(id, index));
+      if (existing.value) {
+        if (existing.value.sha256 === stored.sha256) {
+          return { recording: rec, index, duplicate: true };
+        }
+        if (options.index !== undefined) {
+          throw new ConflictError(
+            `Chunk ${index} of recording ${id} is already stored with different content; send each index once.`,
+          );
+        }
+        continue;
+      }
+      const now = Date.now();
+      const chunk: ChunkEntry = {
+        index,
+        file: stored.file,
+        size: stored.size,
+        sha256: stored.sha256,
+        explicit: options.index !== undefined,
+        at: now,
+      };
+      const next: Recording = {
+        ...rec,
+        bytesReceived: rec.bytesReceived + stored.size,
+        chunksReceived: rec.chunksReceived + 1,
+        nextIndex: Math.max(rec.nextIndex, index + 1),
+        lastChunkAt: now,
+        updatedAt: now,
+        mimeType: rec.mimeType ?? cleanMime(options.contentType),
+      };
+      const atomic = ctx.kv.atomic()
+        .check(recEntry)
+        .check({ key: chunkKey(id, index), versionstamp: null })
+        .set(chunkKey(id, index), chunk)
+        .set(recordingKey(id), next);
+      addChange(atomic, next);
+      const res = await atomic.commit();
+      if (res.ok) {
+        keep = true;
+        publishChange(ctx, next);
+        return { recording: next, index, duplicate: false };
+      }
+      if (attempt > 50) {
+        throw new ConflictError(
+          `Recording ${id} is being changed by many requests at once; retry the chunk.`,
+        );
+      }
+    }
+  } finally {
+    if (!keep) await ctx.storage.deleteChunk(id, stored.file);
+  }
+}
+
+/**
+ * Streams one chunk to storage, then commits it (see {@link commitChunk}).
+ * Resolves only when the bytes and the KV record are both durable.
+ */
+export async function appendChunk(
+  ctx: AppContext,
+  id: string,
+  input: ChunkInput,
+): Promise<AppendResult> {
+  await assertAcceptsChunks(ctx, id);
+  if (input.body instanceof Uint8Array && input.body.length === 0) {
+    throw emptyChunk();
+  }
+  const stored = await ctx.storage.writeChunk(
+    id,
+    input.body,
+    ctx.config.maxChunkBytes,
+  );
+  return await commitChunk(ctx, id, stored, input);
+}
+
+function cleanMime(contentType: string | undefined): string | undefined {
+  if (!contentType) return undefined;
+  const type = contentType.split(";")[0].trim().toLowerCase();
+  if (!/^(video|audio)\//.test(type)) return undefined;
+  return contentType.slice(0, 100);
+}
+
+/** The 400 for a chunk with no bytes. */
+export function emptyChunk(): BadRequestError {
+  return new BadRequestError(
+    "The chunk is empty; send the recording's bytes in the request body.",
+  );
+}
+
+function recordingTooLarge(limit: number): TooLargeError {
+  return new TooLargeError(
+    `The recording has reached the limit of ${limit} bytes (MAX_RECORDING_BYTES); complete it and start a new one.`,
+  );
+}
+
+/** The chunks of a recording in index order. */
+export async function listChunks(
+  ctx: AppContext,
+  id: string,
+): Promise<ChunkEntry[]> {
+  const chunks: ChunkEntry[] = [];
+  for await (
+    const entry of ctx.kv.list<ChunkEntry>({ prefix: chunkPrefix(id) })
+  ) {
+    chunks.push(entry.value);
+  }
+  return chunks;
+}
+
+/** How {@link completeRecording} left things. */
+export interface CompleteResult {
+  recording: Recording;
+  /** A sentence on where the job stands. */
+  message: string;
+}
+
+/**
+ * Ends a recording: status `processing` at once and a job queued in the same
+ * commit. Calling it again is harmless and says where the job stands.
+ */
+export async function completeRecording(
+  ctx: AppContext,
+  id: string,
+): Promise<CompleteResult> {
+  for (let attempt = 0;; attempt++) {
+    const entry = await getRecordingEntry(ctx, id);
+    const rec = entry.value;
+    if (rec.status !== "recording") {
+      return { recording: rec, message: describeJob(rec) };
+    }
+    if (rec.chunksReceived === 0) {
+      throw new ConflictError(
+        `Recording ${id} has no data yet; send at least one chunk to /add_data/${id}/ before completing it.`,
+      );
+    }
+    const now = Date.now();
+    const next: Recording = {
+      ...rec,
+      status: "processing",
+      progress: 0,
+      stage: "queued",
+      updatedAt: now,
+    };
+    const job: Job = {
+      videoId: id,
+      state: "queued",
+      attempts: 0,
+      maxAttempts: ctx.config.jobMaxAttempts,
+      runAfter: now,
+      leaseUntil: 0,
+      createdAt: now,
+      updatedAt: now,
+    };
+    const atomic = ctx.kv.atomic()
+      .check(entry)
+      .set(recordingKey(id), next)
+      .set(jobKey(id), job)
+      .set(activeJobKey(id), id)
+      .set(jobWakeupKey(), now);
+    addChange(atomic, next);
+    const res = await atomic.commit();
+    if (res.ok) {
+      publishChange(ctx, next);
+      return { recording: next, message: "Processing started" };
+    }
+    if (attempt > 50) {
+      throw new ConflictError(`Recording ${id} is busy; retry completing it.`);
+    }
+  }
+}
+
+function describeJob(rec: Recording): string {
+  switch (rec.status) {
+    case "processing":
+      return `Processing already started (${
+        Math.round((rec.progress ?? 0) * 100)
+      }% done)`;
+    case "complete":
+      return "Processing is already complete";
+    case "failed":
+      return `Processing failed: ${rec.error ?? "unknown reason"}`;
+    default:
+      return "Processing started";
+  }
+}
+
+/** The SPEC.md status object of a recording, with our extensions. */
+export function statusBody(rec: Recording): Record<string, unknown> {
+  const body: Record<string, unknown> = {
+    status: rec.status,
+    bytes_received: rec.bytesReceived,
+    chunks_received: rec.chunksReceived,
+    created_at: new Date(rec.createdAt).toISOString(),
+    updated_at: new Date(rec.updatedAt).toISOString(),
+  };
+  if (rec.status === "processing") body.progress = rec.progress ?? 0;
+  if (rec.status === "complete") body.progress = 1;
+  if (rec.stage && rec.status === "processing") body.stage = rec.stage;
+  if (rec.durationS !== undefined) body.duration_s = rec.durationS;
+  if (rec.status === "failed" && rec.error) body.error = rec.error;
+  return body;
+}
+
+/** The SPEC.md finished-files object with download URLs. */
+export function finishedFilesBody(rec: Recording): Record<string, unknown> {
+  const ready = rec.status === "complete";
+  const files = ready ? rec.files : [];
+  return {
+    completed_videos: files,
+    urls: files.map((name) => `/media/${rec.id}/${name}`),
+    poster: ready && rec.poster ? `/media/${rec.id}/${rec.poster}` : null,
+  };
+}
+
+/** Whether `name` is a finished file (video or poster) of this recording. */
+export function isFinishedFile(rec: Recording, name: string): boolean {
+  return rec.status === "complete" &&
+    (rec.files.includes(name) || rec.poster === name);
+}
+
+/** A page of recordings, newest first. */
+export interface RecordingPage {
+  recordings: Recording[];
+  /** Pass back as `cursor` for the next page; null at the end. */
+  cursor: string | null;
+}
+
+/** Lists recordings newest first, `limit` at a time. */
+export async function listRecordings(
+  ctx: AppContext,
+  options: { limit?: number; cursor?: string } = {},
+): Promise<RecordingPage> {
+  const limit = Math.min(Math.max(options.limit ?? 50, 1), 500);
+  const iter = ctx.kv.list<string>(
+    { prefix: recordingByCreatedPrefix() },
+    { reverse: true, limit, cursor: options.cursor || undefined },
+  );
+  const ids: string[] = [];
+  for await (const entry of iter) ids.push(entry.value);
+  const recordings: Recording[] = [];
+  for (let i = 0; i < ids.length; i += 10) {
+    const entries = await ctx.kv.getMany<Recording[]>(
+      ids.slice(i, i + 10).map((id) => recordingKey(id)),
+    );
+    for (const e of entries) if (e.value) recordings.push(e.value);
+  }
+  return {
+    recordings,
+    cursor: ids.length === limit && iter.cursor ? iter.cursor : null,
+  };
+}

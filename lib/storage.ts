@@ -1,0 +1,312 @@
+/**
+ * Where the bytes live. The service talks to {@link Storage} only; today the
+ * one implementation keeps files under the data folder, and an object store
+ * can implement the same interface later (chunks are write-once objects,
+ * finished files are published whole).
+ */
+
+import { createHash } from "node:crypto";
+import { statfs } from "node:fs/promises";
+import { join } from "node:path";
+import { StorageFullError, TooLargeError } from "./errors.ts";
+import { openLocalRange, type StoredFileInfo } from "./http_file.ts";
+
+/** The result of storing one chunk. */
+export interface StoredChunk {
+  /** Storage name of the chunk (unique, never reused). */
+  file: string;
+  size: number;
+  sha256: string;
+}
+
+/** The narrow storage interface used by recordings and processing. */
+export interface Storage {
+  /** Prepares room for a new recording. */
+  createRecording(videoId: string): Promise<void>;
+  /**
+   * Streams one chunk body to durable storage under a fresh name. Resolves
+   * only once the bytes are flushed. Throws {@link TooLargeError} past
+   * `maxBytes` (without reading the rest) and {@link StorageFullError} when
+   * the disk is full; in both cases nothing is left behind.
+   */
+  writeChunk(
+    videoId: string,
+    body: ReadableStream<Uint8Array> | Uint8Array,
+    maxBytes: number,
+  ): Promise<StoredChunk>;
+  /** Removes a chunk that was written but not committed (a duplicate, a clash). */
+  deleteChunk(videoId: string, file: string): Promise<void>;
+  /** Names of every chunk file held for a recording (committed or not). */
+  listChunkFiles(videoId: string): Promise<string[]>;
+  /** Concatenates chunks, in the given order, into a local file. */
+  assemble(videoId: string, files: string[], destPath: string): Promise<number>;
+  /** A fresh local scratch folder for processing this recording. */
+  makeWorkDir(videoId: string): Promise<string>;
+  /** Removes the scratch folder. */
+  removeWorkDir(videoId: string): Promise<void>;
+  /** Moves a finished local file into place atomically under `name`. */
+  publishFile(
+    videoId: string,
+    name: string,
+    localPath: string,
+  ): Promise<StoredFileInfo>;
+  /** Facts about a finished file, or null when there is none. */
+  statFile(videoId: string, name: string): Promise<StoredFileInfo | null>;
+  /** Opens bytes [start, end] of a finished file. */
+  openFile(
+    videoId: string,
+    name: string,
+    start: number,
+    end: number,
+  ): Promise<ReadableStream<Uint8Array>>;
+  /** Removes everything held for a recording. */
+  removeRecording(videoId: string): Promise<void>;
+}
+
+function isNoSpace(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e?.code === "ENOSPC" || /no space left|os error 28/i.test(
+    String(e?.message ?? ""),
+  );
+}
+
+async function syncDir(path: string): Promise<void> {
+  const dir = await Deno.open(path, { read: true });
+  try {
+    await dir.sync();
+  } finally {
+    dir.close();
+  }
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    offset += await file.write(bytes.subarray(offset));
+  }
+}
+
+/** Local-disk storage under `<dataDir>/recordings/<id>/`. */
+export class LocalStorage implements Storage {
+  readonly root: string;
+  readonly minFreeBytes: number;
+
+  constructor(dataDir: string, minFreeBytes = 0) {
+    this.root = dataDir;
+    this.minFreeBytes = minFreeBytes;
+  }
+
+  #recordingDir(videoId: string): string {
+    return join(this.root, "recordings", videoId);
+  }
+
+  #chunkDir(videoId: string): string {
+    return join(this.#recordingDir(videoId), "chunks");
+  }
+
+  #filesDir(videoId: string): string {
+    return join(this.#recordingDir(videoId), "files");
+  }
+
+  #workDir(videoId: string): string {
+    return join(this.root, "work", videoId);
+  }
+
+  async #checkFreeSpace(incoming: number): Promise<void> {
+    if (this.minFreeBytes <= 0) return;
+    const s = await statfs(this.root);
+    const free = Number(s.bavail) * Number(s.bsize);
+    if (free - incoming < this.minFreeBytes) {
+      throw new StorageFullError(
+        "The server's storage is full; the chunk was not stored. Retry it later.",
+      );
+    }
+  }
+
+  async createRecording(videoId: string): Promise<void> {
+    await Deno.mkdir(this.#chunkDir(videoId), { recursive: true });
+    await Deno.mkdir(this.#filesDir(videoId), { recursive: true });
+    await syncDir(this.#recordingDir(videoId));
+    await syncDir(join(this.root, "recordings"));
+  }
+
+  async writeChunk(
+    videoId: string,
+    body: ReadableStream<Uint8Array> | Uint8Array,
+    maxBytes: number,
+  ): Promise<StoredChunk> {
+    await this.#checkFreeSpace(body instanceof Uint8Array ? body.length : 0);
+    const dir = this.#chunkDir(videoId);
+    const file = `${crypto.randomUUID()}.chunk`;
+    const path = join(dir, file);
+    const hash = createHash("sha256");
+    let size = 0;
+    let handle: Deno.FsFile | undefined;
+    try {
+      handle = await Deno.open(path, { write: true, createNew: true });
+      if (body instanceof Uint8Array) {
+        if (body.length > maxBytes) throw chunkTooLarge(maxBytes);
+        hash.update(body);
+        size = body.length;
+        await writeAll(handle, body);
+      } else {
+        const reader = body.getReader();
+        try {
+          while (true) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            size += value.length;
+            if (size > maxBytes) throw chunkTooLarge(maxBytes);
+            hash.update(value);
+            await writeAll(handle, value);
+          }
+        } catch (err) {
+          reader.cancel().catch(() => {});
+          throw err;
+        } finally {
+          reader.releaseLock();
+        }
+      }
+      await handle.sync();
+      handle.close();
+      handle = undefined;
+      await syncDir(dir);
+      return { file, size, sha256: hash.digest("hex") };
+    } catch (err) {
+      handle?.close();
+      await Deno.remove(path).catch(() => {});
+      if (isNoSpace(err)) {
+        throw new StorageFullError(
+          "The server's storage is full; the chunk was not stored. Retry it later.",
+        );
+      }
+      throw err;
+    }
+  }
+
+  async deleteChunk(videoId: string, file: string): Promise<void> {
+    await Deno.remove(join(this.#chunkDir(videoId), file)).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    });
+  }
+
+  async listChunkFiles(videoId: string): Promise<string[]> {
+    const names: string[] = [];
+    try {
+      for await (const entry of Deno.readDir(this.#chunkDir(videoId))) {
+        if (entry.isFile) names.push(entry.name);
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    return names;
+  }
+
+  async assemble(
+    videoId: string,
+    files: string[],
+    destPath: string,
+  ): Promise<number> {
+    const out = await Deno.open(destPath, {
+      write: true,
+      create: true,
+      truncate: true,
+    });
+    let total = 0;
+    try {
+      for (const name of files) {
+        const src = await Deno.open(join(this.#chunkDir(videoId), name));
+        for await (const piece of src.readable) {
+          await writeAll(out, piece);
+          total += piece.length;
+        }
+      }
+    } finally {
+      out.close();
+    }
+    return total;
+  }
+
+  async makeWorkDir(videoId: string): Promise<string> {
+    const dir = this.#workDir(videoId);
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  async removeWorkDir(videoId: string): Promise<void> {
+    await Deno.remove(this.#workDir(videoId), { recursive: true }).catch(
+      () => {},
+    );
+  }
+
+  async publishFile(
+    videoId: string,
+    name: string,
+    localPath: string,
+  ): Promise<StoredFileInfo> {
+    const dir = this.#filesDir(videoId);
+    await Deno.mkdir(dir, { recursive: true });
+    const file = await Deno.open(localPath, { read: true, write: true });
+    try {
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    const dest = join(dir, name);
+    try {
+      await Deno.rename(localPath, dest);
+    } catch {
+      // Across file systems a rename fails: copy under a temporary name, then rename.
+      const tmp = `${dest}.tmp-${crypto.randomUUID()}`;
+      await Deno.copyFile(localPath, tmp);
+      await Deno.rename(tmp, dest);
+    }
+    await syncDir(dir);
+    return (await this.statFile(videoId, name))!;
+  }
+
+  async statFile(
+    videoId: string,
+    name: string,
+  ): Promise<StoredFileInfo | null> {
+    try {
+      const st = await Deno.stat(join(this.#filesDir(videoId), name));
+      if (!st.isFile) return null;
+      const mtime = st.mtime ?? new Date(0);
+      return {
+        size: st.size,
+        mtime,
+        etag: `"${st.size.toString(16)}-${mtime.getTime().toString(16)}"`,
+      };
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return null;
+      throw err;
+    }
+  }
+
+  openFile(
+    videoId: string,
+    name: string,
+    start: number,
+    end: number,
+  ): Promise<ReadableStream<Uint8Array>> {
+    return openLocalRange(join(this.#filesDir(videoId), name), start, end);
+  }
+
+  async removeRecording(videoId: string): Promise<void> {
+    await Deno.remove(this.#recordingDir(videoId), { recursive: true }).catch(
+      (err) => {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      },
+    );
+    await this.removeWorkDir(videoId);
+  }
+}
+
+/** The 413 for a chunk over MAX_CHUNK_BYTES. */
+export function chunkTooLarge(maxBytes: number): TooLargeError {
+  return new TooLargeError(
+    `The chunk is larger than the limit of ${maxBytes} bytes (MAX_CHUNK_BYTES); send smaller chunks.`,
+  );
+}

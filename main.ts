@@ -1,0 +1,156 @@
+/**
+ * tapedeck: builds the HTTP app and, when run directly, serves it.
+ */
+
+import { Hono } from "hono";
+import { cors } from "hono/cors";
+import type { Context } from "hono";
+import { type Config, loadConfig } from "./lib/config.ts";
+import { type AppContext, closeContext, openContext } from "./lib/context.ts";
+import { AppError } from "./lib/errors.ts";
+import { type FfmpegTools, resolveTools } from "./lib/ffmpeg.ts";
+import { JobWorker } from "./lib/jobs.ts";
+import { apiRoutes } from "./routes/api.ts";
+import { liveRoutes } from "./routes/live.ts";
+import { mediaRoutes } from "./routes/media.ts";
+import { pageRoutes } from "./routes/pages.tsx";
+
+function corsOrigin(allowed: string[]) {
+  if (allowed.includes("*")) return "*";
+  return (origin: string) => (allowed.includes(origin) ? origin : null);
+}
+
+function isClientAbort(err: unknown): boolean {
+  const e = err as { name?: string; message?: string };
+  return e?.name === "Http" || e?.name === "BadResource" ||
+    /connection|body from|request body|aborted/i.test(String(e?.message ?? ""));
+}
+
+/** Maps every error to a JSON reply: typed errors keep their status. */
+export function errorResponse(err: Error, c: Context): Response {
+  if (err instanceof AppError) {
+    return c.json({ error: err.message }, err.status as 400, err.headers);
+  }
+  if (isClientAbort(err)) {
+    return c.json(
+      {
+        error:
+          "The request body ended early; nothing was stored. Send it again.",
+      },
+      400,
+    );
+  }
+  console.error(`${c.req.method} ${c.req.path} failed:`, err);
+  return c.json(
+    {
+      error:
+        "The server hit an unexpected error; nothing was stored. Retry the request.",
+    },
+    500,
+  );
+}
+
+/** Builds the app for one instance's services. */
+export function createApp(ctx: AppContext): Hono {
+  const app = new Hono({ strict: false });
+  app.use(
+    "*",
+    cors({
+      origin: corsOrigin(ctx.config.corsOrigins),
+      allowMethods: ["GET", "HEAD", "POST", "OPTIONS"],
+      exposeHeaders: [
+        "Content-Length",
+        "Content-Range",
+        "Accept-Ranges",
+        "ETag",
+        "Retry-After",
+      ],
+      maxAge: 600,
+    }),
+  );
+  app.route("/", apiRoutes(ctx));
+  app.route("/", mediaRoutes(ctx));
+  app.route("/", liveRoutes(ctx));
+  app.route("/", pageRoutes(ctx));
+  app.notFound((c) =>
+    c.json(
+      {
+        error:
+          `There is nothing at ${c.req.method} ${c.req.path}; see the README for the API.`,
+      },
+      404,
+    )
+  );
+  app.onError(errorResponse);
+  return app;
+}
+
+/** A running instance: its services, app and (optionally) worker. */
+export interface Service {
+  ctx: AppContext;
+  app: Hono;
+  tools: FfmpegTools;
+  worker?: JobWorker;
+  /** Stops the worker and closes KV. */
+  close(): Promise<void>;
+}
+
+/** Opens KV and storage, finds ffmpeg, and starts the worker if configured. */
+export async function startService(config: Config): Promise<Service> {
+  const tools = await resolveTools(config.ffmpegPath, config.ffprobePath);
+  const ctx = await openContext(config);
+  const app = createApp(ctx);
+  let worker: JobWorker | undefined;
+  if (config.runWorker) {
+    worker = new JobWorker(ctx, tools);
+    await worker.start();
+  }
+  return {
+    ctx,
+    app,
+    tools,
+    worker,
+    async close() {
+      await worker?.stop();
+      closeContext(ctx);
+    },
+  };
+}
+
+/** Says at start-up which ffmpeg and ffprobe are in use. */
+export function describeTools(tools: FfmpegTools): string {
+  return `ffmpeg ${
+    tools.version.join(".")
+  } from ${tools.ffmpegSource} (${tools.ffmpeg}); ffprobe from ${tools.ffprobeSource} (${tools.ffprobe})`;
+}
+
+if (import.meta.main) {
+  const config = loadConfig();
+  const service = await startService(config);
+  console.log(describeTools(service.tools));
+  console.log(`KV at ${config.kvPath}; data in ${config.dataDir}`);
+  if (service.worker) {
+    const worker = service.worker;
+    Deno.cron("tapedeck job sweep", "* * * * *", () => worker.wake());
+  }
+  const server = Deno.serve({
+    port: config.port,
+    hostname: config.hostname,
+    onListen({ hostname, port }) {
+      console.log(`tapedeck listening on http://${hostname}:${port}/`);
+    },
+  }, service.app.fetch);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    console.log("tapedeck stopping: finishing requests in flight");
+    const timer = setTimeout(() => Deno.exit(0), 10_000);
+    await server.shutdown();
+    await service.close();
+    clearTimeout(timer);
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+}

@@ -1,0 +1,20 @@
+import { Hono } from "hono";
+import type { AppContext } from "../lib/context.ts";
+import { MethodNotAllowedError } from "../lib/errors.ts";
+import { serveFinishedFile } from "../lib/media.ts";
+
+/** `/media/<id>/<name>`: finished files with byte ranges. */
+export function mediaRoutes(ctx: AppContext): Hono {
+  const media = new Hono({ strict: false });
+  media.on(["GET", "HEAD"], "/media/:id/:name", (c) =>
+    serveFinishedFile(
+      ctx,
+      c.req.raw,
+      c.req.param("id"),
+      c.req.param("name"),
+    ));
+  media.all("/media/:id/:name", (c) => {
+    throw new MethodNotAllowedError(c.req.method, ["GET", "HEAD"]);
+  });
+  return media;
+}

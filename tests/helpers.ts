@@ -1,0 +1,354 @@
+/**
+ * Shared test helpers: real servers on port 0 over a temp data folder, test
+ * recordings made with the real ffmpeg, and polling of the real API.
+ */
+
+import { fileURLToPath } from "node:url";
+import { loadConfig } from "../lib/config.ts";
+import { type Service, startService } from "../main.ts";
+
+/** Whether the tests run in CI (a missing tool is then a failure). */
+export const IN_CI = (Deno.env.get("CI") ?? "") !== "" &&
+  Deno.env.get("CI") !== "false";
+
+/** The project root folder. */
+export const ROOT = fileURLToPath(new URL("../", import.meta.url));
+
+/** A server running in this process. */
+export interface TestServer {
+  url: string;
+  dataDir: string;
+  service: Service;
+  close(): Promise<void>;
+}
+
+/** Starts the real app on 127.0.0.1:0 with a temp data folder and KV file. */
+export async function startTestServer(
+  env: Record<string, string> = {},
+): Promise<TestServer> {
+  const dataDir = env.DATA_DIR ??
+    await Deno.makeTempDir({ prefix: "tapedeck-test-" });
+  const config = loadConfig({
+    DATA_DIR: dataDir,
+    MIN_FREE_BYTES: "0",
+    JOB_BACKOFF_MS: "100",
+    ...env,
+  });
+  const service = await startService(config);
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    service.app.fetch,
+  );
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    dataDir,
+    service,
+    async close() {
+      await server.shutdown();
+      await service.close();
+      if (!env.DATA_DIR) {
+        await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+      }
+    },
+  };
+}
+
+/** A server running as its own `deno run main.ts` process. */
+export interface ChildServer {
+  url: string;
+  child: Deno.ChildProcess;
+  /** Everything the process printed so far. */
+  output(): string;
+  /** Sends a signal and waits for the process to end. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/** Starts `main.ts` as a child process on a free port over `dataDir`. */
+export async function spawnServer(
+  dataDir: string,
+  env: Record<string, string> = {},
+): Promise<ChildServer> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-kv", "--unstable-cron", `${ROOT}main.ts`],
+    cwd: ROOT,
+    env: {
+      PORT: "0",
+      HOSTNAME: "127.0.0.1",
+      DATA_DIR: dataDir,
+      MIN_FREE_BYTES: "0",
+      JOB_BACKOFF_MS: "100",
+      ...env,
+    },
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  let text = "";
+  const decoder = new TextDecoder();
+  let resolveUrl: (url: string) => void;
+  let rejectUrl: (err: Error) => void;
+  const urlPromise = new Promise<string>((res, rej) => {
+    resolveUrl = res;
+    rejectUrl = rej;
+  });
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const piece of stream) {
+      text += decoder.decode(piece, { stream: true });
+      const m = text.match(/listening on (http:\/\/[^/\s]+)\//);
+      if (m) resolveUrl(m[1]);
+    }
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  child.status.then(() =>
+    rejectUrl(new Error(`server exited before listening:\n${text}`))
+  );
+  const timer = setTimeout(
+    () => rejectUrl(new Error(`server did not start:\n${text}`)),
+    60_000,
+  );
+  const url = await urlPromise.finally(() => clearTimeout(timer));
+  return {
+    url,
+    child,
+    output: () => text,
+    async stop(signal: Deno.Signal = "SIGKILL") {
+      try {
+        child.kill(signal);
+      } catch {
+        // already gone
+      }
+      const status = await child.status;
+      await pumps;
+      return status;
+    },
+  };
+}
+
+/** Fails in CI, or returns false with a visible notice, when ffmpeg is missing. */
+export async function haveFfmpeg(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("ffmpeg", {
+      args: ["-version"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    if (out.success) return true;
+  } catch {
+    // not installed
+  }
+  if (IN_CI) throw new Error("ffmpeg is required in CI but was not found");
+  console.warn("SKIPPED: ffmpeg is not installed");
+  return false;
+}
+
+/** Codec pairs a test recording can be made with. */
+export type TestCodec = "vp8" | "vp9" | "h264" | "vp9-mp4";
+
+/**
+ * Makes a MediaRecorder-like recording: WebM written live (no duration, no
+ * cues), a moving test picture and a tone, `seconds` long at `fps`.
+ */
+export async function makeRecording(
+  path: string,
+  options: { codec?: TestCodec; seconds?: number; fps?: number } = {},
+): Promise<Uint8Array<ArrayBuffer>> {
+  const codec = options.codec ?? "vp9";
+  const seconds = options.seconds ?? 4;
+  const fps = options.fps ?? 30;
+  const video = codec === "vp8"
+    ? [
+      "-c:v",
+      "libvpx",
+      "-deadline",
+      "realtime",
+      "-cpu-used",
+      "8",
+      "-b:v",
+      "600k",
+    ]
+    : codec === "h264"
+    ? ["-c:v", "libx264", "-preset", "ultrafast"]
+    : [
+      "-c:v",
+      "libvpx-vp9",
+      "-deadline",
+      "realtime",
+      "-cpu-used",
+      "8",
+      "-b:v",
+      "600k",
+    ];
+  const container = codec === "vp9-mp4"
+    ? ["-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof"]
+    : ["-f", codec === "h264" ? "matroska" : "webm", "-live", "1"];
+  const out = await new Deno.Command("ffmpeg", {
+    args: [
+      "-v",
+      "error",
+      "-y",
+      "-f",
+      "lavfi",
+      "-i",
+      `testsrc2=size=320x240:rate=${fps}`,
+      "-f",
+      "lavfi",
+      "-i",
+      "sine=frequency=440:sample_rate=48000",
+      "-t",
+      String(seconds),
+      ...video,
+      "-g",
+      String(fps * 2),
+      "-c:a",
+      "libopus",
+      ...container,
+      path,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `ffmpeg could not make the test recording: ${
+        new TextDecoder().decode(out.stderr)
+      }`,
+    );
+  }
+  return await Deno.readFile(path);
+}
+
+/** What ffprobe says about a file, with packets counted. */
+export interface ProbeSummary {
+  formatName: string;
+  durationS: number;
+  video?: { codec: string; packets: number; width: number; height: number };
+  audio?: { codec: string; packets: number };
+}
+
+/** Runs the real ffprobe on a file. */
+export async function probeFile(path: string): Promise<ProbeSummary> {
+  const out = await new Deno.Command("ffprobe", {
+    args: [
+      "-v",
+      "error",
+      "-count_packets",
+      "-print_format",
+      "json",
+      "-show_format",
+      "-show_streams",
+      path,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`ffprobe failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  const j = JSON.parse(new TextDecoder().decode(out.stdout));
+  // deno-lint-ignore no-explicit-any
+  const v = j.streams.find((s: any) => s.codec_type === "video");
+  // deno-lint-ignore no-explicit-any
+  const a = j.streams.find((s: any) => s.codec_type === "audio");
+  return {
+    formatName: j.format.format_name,
+    durationS: Number(j.format.duration),
+    video: v
+      ? {
+        codec: v.codec_name,
+        packets: Number(v.nb_read_packets),
+        width: v.width,
+        height: v.height,
+      }
+      : undefined,
+    audio: a
+      ? { codec: a.codec_name, packets: Number(a.nb_read_packets) }
+      : undefined,
+  };
+}
+
+/** The per-packet MD5s of a file's video stream, copied (not decoded). */
+export async function videoPacketHashes(path: string): Promise<string[]> {
+  const out = await new Deno.Command("ffmpeg", {
+    args: [
+      "-v",
+      "error",
+      "-i",
+      path,
+      "-map",
+      "0:v:0",
+      "-c",
+      "copy",
+      "-f",
+      "framemd5",
+      "-",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`framemd5 failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout).split("\n")
+    .filter((l) => l && !l.startsWith("#"))
+    .map((l) => l.split(",").map((f) => f.trim()).at(-1)!);
+}
+
+/** Polls `check_status` until the status is one of `wanted` (or times out). */
+export async function waitForStatus(
+  url: string,
+  id: string,
+  wanted: string[] = ["complete", "failed"],
+  timeoutMs = 60_000,
+): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: Record<string, unknown> = {};
+  while (Date.now() < deadline) {
+    const res = await fetch(`${url}/check_status/${id}/`);
+    last = await res.json();
+    if (wanted.includes(String(last.status))) return last;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(
+    `recording ${id} did not reach ${wanted.join("/")}: ${
+      JSON.stringify(last)
+    }`,
+  );
+}
+
+/** Splits bytes into pieces of the given sizes, cycling through them. */
+export function splitBytes(
+  bytes: Uint8Array,
+  sizes: number[],
+): Uint8Array<ArrayBuffer>[] {
+  const pieces: Uint8Array<ArrayBuffer>[] = [];
+  let offset = 0;
+  for (let i = 0; offset < bytes.length; i++) {
+    const size = sizes[i % sizes.length];
+    pieces.push(bytes.slice(offset, offset + size));
+    offset += size;
+  }
+  return pieces;
+}
+
+/** POSTs `/create/` and returns the new id. */
+export async function createSession(url: string): Promise<string> {
+  const res = await fetch(`${url}/create/`, { method: "POST" });
+  if (res.status !== 200) throw new Error(`create failed: ${res.status}`);
+  return (await res.json()).video_id;
+}
+
+/** Sends one raw chunk, optionally with an index; returns the response. */
+export async function sendChunk(
+  url: string,
+  id: string,
+  bytes: Uint8Array<ArrayBuffer>,
+  index?: number,
+): Promise<Response> {
+  const headers: Record<string, string> = { "content-type": "video/webm" };
+  if (index !== undefined) headers["x-chunk-index"] = String(index);
+  return await fetch(`${url}/add_data/${id}/`, {
+    method: "POST",
+    body: bytes,
+    headers,
+  });
+}

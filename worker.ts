@@ -1,0 +1,29 @@
+/**
+ * Runs only the processing worker, as its own process. Needs a KV that other
+ * processes can share (a KV Connect URL in KV_PATH); with a local KV file,
+ * run the worker inside the server instead (RUN_WORKER=true, the default).
+ */
+
+import { loadConfig } from "./lib/config.ts";
+import { closeContext, openContext } from "./lib/context.ts";
+import { resolveTools } from "./lib/ffmpeg.ts";
+import { JobWorker } from "./lib/jobs.ts";
+import { describeTools } from "./main.ts";
+
+if (import.meta.main) {
+  const config = loadConfig();
+  const tools = await resolveTools(config.ffmpegPath, config.ffprobePath);
+  console.log(describeTools(tools));
+  const ctx = await openContext(config);
+  const worker = new JobWorker(ctx, tools);
+  await worker.start();
+  Deno.cron("tapedeck job sweep", "* * * * *", () => worker.wake());
+  console.log(`tapedeck worker ${worker.id} running; KV at ${config.kvPath}`);
+  const stop = async () => {
+    await worker.stop();
+    closeContext(ctx);
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+}
