@@ -6,10 +6,16 @@ import { Hono } from "hono";
 import { cors } from "hono/cors";
 import type { Context } from "hono";
 import { type Config, loadConfig } from "./lib/config.ts";
-import { type AppContext, closeContext, openContext } from "./lib/context.ts";
+import {
+  type AppContext,
+  closeContext,
+  isRemoteKv,
+  openContext,
+} from "./lib/context.ts";
 import { AppError } from "./lib/errors.ts";
 import { type FfmpegTools, resolveTools } from "./lib/ffmpeg.ts";
 import { JobWorker } from "./lib/jobs.ts";
+import { runSweep } from "./lib/maintenance.ts";
 import { apiRoutes } from "./routes/api.ts";
 import { liveRoutes } from "./routes/live.ts";
 import { mediaRoutes } from "./routes/media.ts";
@@ -99,6 +105,7 @@ export interface Service {
 export async function startService(config: Config): Promise<Service> {
   const tools = await resolveTools(config.ffmpegPath, config.ffprobePath);
   const ctx = await openContext(config);
+  await runSweep(ctx, { orphans: !isRemoteKv(config.kvPath) });
   const app = createApp(ctx);
   let worker: JobWorker | undefined;
   if (config.runWorker) {
@@ -119,6 +126,9 @@ export async function startService(config: Config): Promise<Service> {
 
 /** Says at start-up which ffmpeg and ffprobe are in use. */
 export function describeTools(tools: FfmpegTools): string {
+  if (tools.missing) {
+    return `WARNING: ${tools.missing}. Uploads work; processing jobs will fail until ffmpeg is available.`;
+  }
   return `ffmpeg ${
     tools.version.join(".")
   } from ${tools.ffmpegSource} (${tools.ffmpeg}); ffprobe from ${tools.ffprobeSource} (${tools.ffprobe})`;
@@ -129,10 +139,10 @@ if (import.meta.main) {
   const service = await startService(config);
   console.log(describeTools(service.tools));
   console.log(`KV at ${config.kvPath}; data in ${config.dataDir}`);
-  if (service.worker) {
-    const worker = service.worker;
-    Deno.cron("tapedeck job sweep", "* * * * *", () => worker.wake());
-  }
+  Deno.cron("tapedeck sweep", "* * * * *", async () => {
+    service.worker?.wake();
+    await runSweep(service.ctx);
+  });
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,

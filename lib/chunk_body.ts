@@ -5,7 +5,7 @@
  */
 
 import type { AppContext } from "./context.ts";
-import { BadRequestError } from "./errors.ts";
+import { BadRequestError, RequestTimeoutError } from "./errors.ts";
 import {
   multipartBoundary,
   MultipartError,
@@ -107,6 +107,43 @@ async function readLimitedText(
   return new TextDecoder().decode(all);
 }
 
+/**
+ * Passes a body through, failing with a 408 when no bytes arrive for
+ * `idleMs` (a client that stopped sending halfway).
+ */
+export function withIdleTimeout(
+  body: ReadableStream<Uint8Array>,
+  idleMs: number,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          reject(
+            new RequestTimeoutError(
+              `The chunk body stalled: nothing arrived for ${idleMs} ms (BODY_IDLE_TIMEOUT_MS); nothing was stored. Send it again.`,
+            ),
+          );
+        }, idleMs);
+      });
+      try {
+        const { done, value } = await Promise.race([reader.read(), timeout]);
+        if (done) controller.close();
+        else controller.enqueue(value);
+      } catch (err) {
+        reader.cancel().catch(() => {});
+        controller.error(err);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+}
 
 interface ParsedBody {
   stored: StoredChunk;
@@ -229,10 +266,11 @@ export async function receiveChunk(
     throw chunkTooLarge(max);
   }
   if (!req.body || declared === 0) throw emptyChunk();
+  const body = withIdleTimeout(req.body, ctx.config.bodyIdleTimeoutMs);
 
   let parsed: ParsedBody;
   if (mediaType === "application/json") {
-    parsed = await readJsonBody(ctx, id, req.body);
+    parsed = await readJsonBody(ctx, id, body);
   } else if (mediaType === "multipart/form-data") {
     const boundary = multipartBoundary(contentType);
     if (!boundary) {
@@ -240,10 +278,10 @@ export async function receiveChunk(
         "The multipart Content-Type has no boundary; let the browser set it by sending FormData.",
       );
     }
-    parsed = await readMultipartBody(ctx, id, req.body, boundary);
+    parsed = await readMultipartBody(ctx, id, body, boundary);
   } else {
     parsed = {
-      stored: await ctx.storage.writeChunk(id, req.body, max),
+      stored: await ctx.storage.writeChunk(id, body, max),
       lastChunk: false,
     };
   }

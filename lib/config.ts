@@ -40,6 +40,24 @@ export interface Config {
   jobBackoffMs: number;
   /** A single ffmpeg run is killed after this many ms. */
   ffmpegTimeoutMs: number;
+  /** A request body that sends nothing for this long is abandoned (408). */
+  bodyIdleTimeoutMs: number;
+  /** Most recordings in status `recording` at once (503 at create above). */
+  maxOpenRecordings: number;
+  /** `create` calls allowed per client address per minute; 0 turns it off. */
+  createRatePerMinute: number;
+  /** Take the client address from X-Forwarded-For (behind a proxy). */
+  trustProxy: boolean;
+  /** A recording with no chunk for this many seconds is finalized or removed; 0 never. */
+  recordingIdleTimeoutS: number;
+  /** Finished recordings are deleted after this many days; 0 keeps them. */
+  retentionDays: number;
+  /** API keys; when any is set, `create` and the dashboard need one. */
+  apiKeys: string[];
+  /** Whether `add_data` and `complete_job` need the session's upload token. */
+  requireUploadToken: boolean;
+  /** Whether a single recording's page and files also need an API key. */
+  privateRecordings: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -87,5 +105,15 @@ export function loadConfig(env: Env = Deno.env.toObject()): Config {
     jobLeaseMs: readInt(env, "JOB_LEASE_MS", 30_000, 1000),
     jobBackoffMs: readInt(env, "JOB_BACKOFF_MS", 2_000, 0),
     ffmpegTimeoutMs: readInt(env, "FFMPEG_TIMEOUT_MS", 30 * 60_000, 1000),
+    bodyIdleTimeoutMs: readInt(env, "BODY_IDLE_TIMEOUT_MS", 30_000, 100),
+    maxOpenRecordings: readInt(env, "MAX_OPEN_RECORDINGS", 1000, 1),
+    createRatePerMinute: readInt(env, "CREATE_RATE_PER_MINUTE", 60),
+    trustProxy: readBool(env, "TRUST_PROXY", false),
+    recordingIdleTimeoutS: readInt(env, "RECORDING_IDLE_TIMEOUT_S", 3600),
+    retentionDays: readInt(env, "RETENTION_DAYS", 0),
+    apiKeys: (env.API_KEYS || "").split(",").map((s) => s.trim())
+      .filter(Boolean),
+    requireUploadToken: readBool(env, "REQUIRE_UPLOAD_TOKEN", false),
+    privateRecordings: readBool(env, "PRIVATE_RECORDINGS", false),
   };
 }

@@ -72,6 +72,34 @@ export class StorageFullError extends AppError {
   }
 }
 
+/** 401: a credential (API key or upload token) is missing or wrong. */
+export class UnauthorizedError extends AppError {
+  constructor(message: string) {
+    super(401, message, { "WWW-Authenticate": 'Bearer realm="tapedeck"' });
+  }
+}
+
+/** 408: the client stopped sending the body. */
+export class RequestTimeoutError extends AppError {
+  constructor(message: string) {
+    super(408, message, { Connection: "close" });
+  }
+}
+
+/** 429: too many requests from one client; retry after `retryAfterS`. */
+export class TooManyRequestsError extends AppError {
+  constructor(message: string, retryAfterS: number) {
+    super(429, message, { "Retry-After": String(Math.max(1, retryAfterS)) });
+  }
+}
+
+/** 503: the service is at a configured capacity limit. */
+export class UnavailableError extends AppError {
+  constructor(message: string, retryAfterS = 30) {
+    super(503, message, { "Retry-After": String(retryAfterS) });
+  }
+}
+
 /** A setting is missing or invalid; raised at start-up. */
 export class ConfigError extends Error {
   constructor(message: string) {

@@ -14,6 +14,8 @@ export interface FfmpegTools {
   ffprobeSource: string;
   /** ffmpeg's major and minor version, e.g. [5, 1]. */
   version: [number, number];
+  /** Why the tools cannot be used, when they cannot; every run then fails with it. */
+  missing?: string;
 }
 
 /** An ffmpeg or ffprobe run that failed; the message is readable. */
@@ -65,14 +67,32 @@ async function resolveBinary(
   );
 }
 
-/** Finds ffmpeg and ffprobe: env first, then PATH, then the npm packages. */
+/**
+ * Finds ffmpeg and ffprobe: env first, then PATH, then the npm packages.
+ * When they cannot be found or run, the result says why in `missing`, and
+ * every job fails with that reason (the server itself keeps running).
+ */
 export async function resolveTools(
   ffmpegPath?: string,
   ffprobePath?: string,
 ): Promise<FfmpegTools> {
-  const ffmpeg = await resolveBinary("ffmpeg", ffmpegPath);
-  const ffprobe = await resolveBinary("ffprobe", ffprobePath);
+  let ffmpeg = { path: "", source: "none" };
+  let ffprobe = { path: "", source: "none" };
+  try {
+    ffmpeg = await resolveBinary("ffmpeg", ffmpegPath);
+    ffprobe = await resolveBinary("ffprobe", ffprobePath);
+  } catch (err) {
+    return {
+      ffmpeg: ffmpeg.path,
+      ffprobe: ffprobe.path,
+      ffmpegSource: ffmpeg.source,
+      ffprobeSource: ffprobe.source,
+      version: [0, 0],
+      missing: (err as Error).message,
+    };
+  }
   let version: [number, number] = [0, 0];
+  let missing: string | undefined;
   try {
     const out = await new Deno.Command(ffmpeg.path, {
       args: ["-hide_banner", "-version"],
@@ -84,9 +104,9 @@ export async function resolveTools(
     );
     if (m) version = [Number(m[1]), Number(m[2])];
   } catch (err) {
-    throw new FfmpegError(
-      `ffmpeg at ${ffmpeg.path} could not be run: ${(err as Error).message}`,
-    );
+    missing = `ffmpeg (${ffmpeg.source}) could not be run: ${
+      (err as Error).message.replace(/\s*\(os error.*$/, "")
+    }; install ffmpeg or fix FFMPEG_PATH`;
   }
   return {
     ffmpeg: ffmpeg.path,
@@ -94,7 +114,12 @@ export async function resolveTools(
     ffmpegSource: ffmpeg.source,
     ffprobeSource: ffprobe.source,
     version,
+    missing,
   };
+}
+
+function assertUsable(tools: FfmpegTools): void {
+  if (tools.missing) throw new FfmpegError(tools.missing);
 }
 
 /** Options of one ffmpeg run. */
@@ -122,6 +147,7 @@ export async function runFfmpeg(
   args: string[],
   options: RunOptions = {},
 ): Promise<void> {
+  assertUsable(tools);
   const fullArgs = [
     "-hide_banner",
     "-nostdin",
@@ -133,12 +159,19 @@ export async function runFfmpeg(
     "-y",
     ...args,
   ];
-  const child = new Deno.Command(tools.ffmpeg, {
-    args: fullArgs,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(tools.ffmpeg, {
+      args: fullArgs,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (err) {
+    throw new FfmpegError(
+      `ffmpeg could not be started: ${(err as Error).message}`,
+    );
+  }
   let killedFor = "";
   const kill = (why: string) => {
     if (killedFor) return;
@@ -228,6 +261,7 @@ export async function probe(
   path: string,
   options: { countPackets?: boolean; timeoutMs?: number } = {},
 ): Promise<ProbeResult> {
+  assertUsable(tools);
   const args = [
     "-v",
     "error",
@@ -249,7 +283,9 @@ export async function probe(
       stderr: "piped",
       stdin: "null",
       signal: ac.signal,
-    }).output();
+    }).output().catch((err: Error) => {
+      throw new FfmpegError(`ffprobe could not be started: ${err.message}`);
+    });
     if (!out.success) {
       const msg = lastLines(new TextDecoder().decode(out.stderr)) ||
         `exit ${out.code}`;

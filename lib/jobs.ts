@@ -11,6 +11,7 @@ import type { FfmpegTools } from "./ffmpeg.ts";
 import {
   activeJobKey,
   activeJobPrefix,
+  finishedRecordingKey,
   type Job,
   jobKey,
   jobWakeupKey,
@@ -320,11 +321,13 @@ export class JobWorker {
         media: output.media,
         durationS: output.durationS,
         updatedAt: now,
+        finishedAt: now,
       };
       const atomic = kv.atomic()
         .check(rec)
         .check({ key: jobKey(id), versionstamp: jobStamp })
         .set(recordingKey(id), next)
+        .set(finishedRecordingKey(now, id), id)
         .set(jobKey(id), {
           ...job,
           state: "done",
@@ -372,8 +375,10 @@ export class JobWorker {
           progress: undefined,
           error,
           updatedAt: now,
+          finishedAt: now,
         };
-        atomic.check(rec).set(recordingKey(id), next);
+        atomic.check(rec).set(recordingKey(id), next)
+          .set(finishedRecordingKey(now, id), id);
         addChange(atomic, next);
       }
       const res = await atomic.commit();

@@ -5,6 +5,8 @@
  * | -------------------------------------------- | ------------------ |
  * | ["recording", id]                            | {@link Recording}  |
  * | ["recording_by_created", createdAt, id]      | id (index)         |
+ * | ["recording_open", id]                       | id (index: status `recording`) |
+ * | ["recording_finished", finishedAt, id]       | id (index: complete or failed, for retention) |
  * | ["chunk", id, index]                         | {@link ChunkEntry} |
  * | ["job", id]                                  | {@link Job}        |
  * | ["job_active", id]                           | id (index: queued or running jobs) |
@@ -66,6 +68,14 @@ export interface Recording {
   media?: MediaFacts;
   /** Why processing failed, as a sentence. */
   error?: string;
+  /** SHA-256 (hex) of the session's upload token; the token itself is never stored. */
+  tokenHash?: string;
+  /** When processing ended (complete or failed). */
+  finishedAt?: number;
+  /** Set when the session was finalized by the idle expiry, not by the client. */
+  expired?: boolean;
+  /** Only on the last change published for a deleted recording. */
+  deleted?: boolean;
 }
 
 /** One stored chunk of a recording. */
@@ -123,6 +133,29 @@ export function recordingByCreatedKey(
 /** Prefix of the by-creation index, for listing newest first. */
 export function recordingByCreatedPrefix(): Deno.KvKey {
   return ["recording_by_created"];
+}
+
+/** ["recording_open", id]: present while the recording takes chunks. */
+export function openRecordingKey(id: string): Deno.KvKey {
+  return ["recording_open", id];
+}
+
+/** Prefix of the open-recordings index. */
+export function openRecordingPrefix(): Deno.KvKey {
+  return ["recording_open"];
+}
+
+/** ["recording_finished", finishedAt, id] */
+export function finishedRecordingKey(
+  finishedAt: number,
+  id: string,
+): Deno.KvKey {
+  return ["recording_finished", finishedAt, id];
+}
+
+/** Prefix of the finished-recordings index, oldest first. */
+export function finishedRecordingPrefix(): Deno.KvKey {
+  return ["recording_finished"];
 }
 
 /** ["chunk", id, index] */

@@ -6,7 +6,7 @@
 import type { AppContext } from "./context.ts";
 import { NotFoundError } from "./errors.ts";
 import { contentTypeFor, fileResponse } from "./http_file.ts";
-import { getRecording, isFinishedFile } from "./recordings.ts";
+import { authorizeView, getRecording, isFinishedFile } from "./recordings.ts";
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
 
@@ -24,6 +24,7 @@ export async function serveFinishedFile(
   id: string,
   name: string,
 ): Promise<Response> {
+  await authorizeView(ctx, id, req);
   const rec = await getRecording(ctx, id);
   if (!SAFE_NAME.test(name) || !isFinishedFile(rec, name)) {
     throw missingFile(id, name);

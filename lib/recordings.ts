@@ -5,10 +5,20 @@
 
 import type { AppContext } from "./context.ts";
 import {
+  isValidApiKey,
+  newUploadToken,
+  requestApiKey,
+  requestUploadToken,
+  requireUploadToken,
+} from "./access.ts";
+import {
   BadRequestError,
   ConflictError,
   NotFoundError,
   TooLargeError,
+  UnauthorizedError,
+  UnavailableError,
+  UnsupportedMediaError,
 } from "./errors.ts";
 import {
   activeJobKey,
@@ -17,9 +27,12 @@ import {
   type ChunkEntry,
   chunkKey,
   chunkPrefix,
+  finishedRecordingKey,
   type Job,
   jobKey,
   jobWakeupKey,
+  openRecordingKey,
+  openRecordingPrefix,
   type Recording,
   recordingByCreatedKey,
   recordingByCreatedPrefix,
@@ -68,11 +81,37 @@ export function publishChange(ctx: AppContext, rec: Recording): void {
   ctx.live.publish(rec);
 }
 
-/** Creates a session in status `recording` and returns it. */
-export async function createRecording(ctx: AppContext): Promise<Recording> {
+/** A new session and its upload token (shown once, stored only hashed). */
+export interface CreatedRecording {
+  recording: Recording;
+  uploadToken: string;
+}
+
+async function countOpenRecordings(ctx: AppContext, max: number) {
+  let n = 0;
+  for await (
+    const _ of ctx.kv.list({ prefix: openRecordingPrefix() }, { limit: max })
+  ) n++;
+  return n;
+}
+
+/**
+ * Creates a session in status `recording`. Throws a 503 when
+ * MAX_OPEN_RECORDINGS sessions are already recording.
+ */
+export async function createRecording(
+  ctx: AppContext,
+): Promise<CreatedRecording> {
+  const max = ctx.config.maxOpenRecordings;
+  if (await countOpenRecordings(ctx, max) >= max) {
+    throw new UnavailableError(
+      `The server already has ${max} recordings in progress (MAX_OPEN_RECORDINGS); complete one or retry later.`,
+    );
+  }
   const id = crypto.randomUUID();
   await ctx.storage.createRecording(id);
   const now = Date.now();
+  const { token, hash } = newUploadToken();
   const rec: Recording = {
     id,
     status: "recording",
@@ -82,16 +121,18 @@ export async function createRecording(ctx: AppContext): Promise<Recording> {
     chunksReceived: 0,
     nextIndex: 0,
     files: [],
+    tokenHash: hash,
   };
   const atomic = ctx.kv.atomic()
     .check({ key: recordingKey(id), versionstamp: null })
     .set(recordingKey(id), rec)
-    .set(recordingByCreatedKey(now, id), id);
+    .set(recordingByCreatedKey(now, id), id)
+    .set(openRecordingKey(id), id);
   addChange(atomic, rec);
   const res = await atomic.commit();
   if (!res.ok) throw new Error(`Could not create recording ${id}`);
   publishChange(ctx, rec);
-  return rec;
+  return { recording: rec, uploadToken: token };
 }
 
 /** Reads a recording with its versionstamp, or throws a 404. */
@@ -175,6 +216,11 @@ export async function commitChunk(
         throw recordingTooLarge(limit);
       }
       const index = options.index ?? rec.nextIndex;
+      if (index === 0 && !looksLikeMedia(stored.head)) {
+        throw new UnsupportedMediaError(
+          "The first chunk is not a WebM/Matroska or MP4 recording (no EBML header or ftyp box); send the recording's own bytes from the start.",
+        );
+      }
       const existing = await ctx.kv.get<ChunkEntry>(chunkKey(id, index));
       if (existing.value) {
         if (existing.value.sha256 === stored.sha256) {
@@ -249,6 +295,15 @@ export async function appendChunk(
   return await commitChunk(ctx, id, stored, input);
 }
 
+/** Whether bytes start like a WebM/Matroska (EBML) or MP4 (ftyp) file. */
+export function looksLikeMedia(head: Uint8Array): boolean {
+  const ebml = head.length >= 4 && head[0] === 0x1a && head[1] === 0x45 &&
+    head[2] === 0xdf && head[3] === 0xa3;
+  const ftyp = head.length >= 8 && head[4] === 0x66 && head[5] === 0x74 &&
+    head[6] === 0x79 && head[7] === 0x70;
+  return ebml || ftyp;
+}
+
 function cleanMime(contentType: string | undefined): string | undefined {
   if (!contentType) return undefined;
   const type = contentType.split(";")[0].trim().toLowerCase();
@@ -283,6 +338,27 @@ export async function listChunks(
   return chunks;
 }
 
+/** Adds a fresh queued job (and the workers' wake-up) to an atomic operation. */
+function queueJob(
+  ctx: AppContext,
+  atomic: Deno.AtomicOperation,
+  id: string,
+  now: number,
+): void {
+  const job: Job = {
+    videoId: id,
+    state: "queued",
+    attempts: 0,
+    maxAttempts: ctx.config.jobMaxAttempts,
+    runAfter: now,
+    leaseUntil: 0,
+    createdAt: now,
+    updatedAt: now,
+  };
+  atomic.set(jobKey(id), job).set(activeJobKey(id), id)
+    .set(jobWakeupKey(), now);
+}
+
 /** How {@link completeRecording} left things. */
 export interface CompleteResult {
   recording: Recording;
@@ -297,6 +373,7 @@ export interface CompleteResult {
 export async function completeRecording(
   ctx: AppContext,
   id: string,
+  options: { expired?: boolean } = {},
 ): Promise<CompleteResult> {
   for (let attempt = 0;; attempt++) {
     const entry = await getRecordingEntry(ctx, id);
@@ -316,23 +393,13 @@ export async function completeRecording(
       progress: 0,
       stage: "queued",
       updatedAt: now,
-    };
-    const job: Job = {
-      videoId: id,
-      state: "queued",
-      attempts: 0,
-      maxAttempts: ctx.config.jobMaxAttempts,
-      runAfter: now,
-      leaseUntil: 0,
-      createdAt: now,
-      updatedAt: now,
+      ...(options.expired ? { expired: true } : {}),
     };
     const atomic = ctx.kv.atomic()
       .check(entry)
       .set(recordingKey(id), next)
-      .set(jobKey(id), job)
-      .set(activeJobKey(id), id)
-      .set(jobWakeupKey(), now);
+      .delete(openRecordingKey(id));
+    queueJob(ctx, atomic, id, now);
     addChange(atomic, next);
     const res = await atomic.commit();
     if (res.ok) {
@@ -424,4 +491,125 @@ export async function listRecordings(
     recordings,
     cursor: ids.length === limit && iter.cursor ? iter.cursor : null,
   };
+}
+
+/**
+ * Queues a failed recording for processing again (a fresh set of attempts).
+ * Other states are left as they are and reported.
+ */
+export async function retryRecording(
+  ctx: AppContext,
+  id: string,
+): Promise<CompleteResult> {
+  for (let attempt = 0;; attempt++) {
+    const entry = await getRecordingEntry(ctx, id);
+    const rec = entry.value;
+    if (rec.status !== "failed") {
+      if (rec.status === "recording") {
+        throw new ConflictError(
+          `Recording ${id} is still recording; complete it with /complete_job/${id}/ instead.`,
+        );
+      }
+      return { recording: rec, message: describeJob(rec) };
+    }
+    const now = Date.now();
+    const next: Recording = {
+      ...rec,
+      status: "processing",
+      progress: 0,
+      stage: "queued",
+      error: undefined,
+      finishedAt: undefined,
+      updatedAt: now,
+    };
+    const atomic = ctx.kv.atomic()
+      .check(entry)
+      .set(recordingKey(id), next);
+    queueJob(ctx, atomic, id, now);
+    if (rec.finishedAt) {
+      atomic.delete(finishedRecordingKey(rec.finishedAt, id));
+    }
+    addChange(atomic, next);
+    if ((await atomic.commit()).ok) {
+      publishChange(ctx, next);
+      return { recording: next, message: "Processing queued again" };
+    }
+    if (attempt > 50) {
+      throw new ConflictError(`Recording ${id} is busy; retry the request.`);
+    }
+  }
+}
+
+/**
+ * Deletes a recording: its KV record, indexes, chunk entries and job, then
+ * its stored bytes. Live subscribers get the record with `deleted: true`.
+ */
+export async function deleteRecording(
+  ctx: AppContext,
+  id: string,
+): Promise<void> {
+  const entry = await getRecordingEntry(ctx, id);
+  const rec = entry.value;
+  let batch = ctx.kv.atomic();
+  let n = 0;
+  for await (const c of ctx.kv.list({ prefix: chunkPrefix(id) })) {
+    batch.delete(c.key);
+    if (++n % 500 === 0) {
+      await batch.commit();
+      batch = ctx.kv.atomic();
+    }
+  }
+  await batch.commit();
+  const now = Date.now();
+  const gone = { ...rec, updatedAt: now, deleted: true };
+  const atomic = ctx.kv.atomic()
+    .delete(recordingKey(id))
+    .delete(recordingByCreatedKey(rec.createdAt, id))
+    .delete(openRecordingKey(id))
+    .delete(jobKey(id))
+    .delete(activeJobKey(id));
+  if (rec.finishedAt) atomic.delete(finishedRecordingKey(rec.finishedAt, id));
+  addChange(atomic, gone);
+  await atomic.commit();
+  await ctx.storage.removeRecording(id);
+  publishChange(ctx, gone);
+}
+
+/**
+ * With REQUIRE_UPLOAD_TOKEN on, throws a 401 unless the request carries this
+ * recording's own upload token (a 404 for an unknown id comes first).
+ */
+export async function authorizeUpload(
+  ctx: AppContext,
+  id: string,
+  req: Request,
+): Promise<void> {
+  if (!ctx.config.requireUploadToken) return;
+  const rec = await getRecording(ctx, id);
+  requireUploadToken(ctx.config, req, rec.tokenHash, id);
+}
+
+/**
+ * With PRIVATE_RECORDINGS on, throws a 401 unless the request carries an API
+ * key or this recording's upload token; otherwise the id is the capability.
+ */
+export async function authorizeView(
+  ctx: AppContext,
+  id: string,
+  req: Request,
+): Promise<void> {
+  if (!ctx.config.privateRecordings) return;
+  if (isValidApiKey(ctx.config, requestApiKey(req))) return;
+  const rec = await getRecording(ctx, id);
+  if (!requestUploadToken(req)) {
+    throw new UnauthorizedError(
+      `Recording ${id} is private: send an API key or its upload token.`,
+    );
+  }
+  requireUploadToken(
+    { ...ctx.config, requireUploadToken: true },
+    req,
+    rec.tokenHash,
+    id,
+  );
 }

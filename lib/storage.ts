@@ -17,6 +17,8 @@ export interface StoredChunk {
   file: string;
   size: number;
   sha256: string;
+  /** The first bytes of the chunk (up to 16), to recognise a media header. */
+  head: Uint8Array;
 }
 
 /** The narrow storage interface used by recordings and processing. */
@@ -61,6 +63,10 @@ export interface Storage {
   ): Promise<ReadableStream<Uint8Array>>;
   /** Removes everything held for a recording. */
   removeRecording(videoId: string): Promise<void>;
+  /** Ids of every recording that has anything stored. */
+  listRecordingIds(): Promise<string[]>;
+  /** Removes every scratch folder (after a crash). */
+  removeAllWorkDirs(): Promise<void>;
 }
 
 function isNoSpace(err: unknown): boolean {
@@ -140,6 +146,7 @@ export class LocalStorage implements Storage {
     const file = `${crypto.randomUUID()}.chunk`;
     const path = join(dir, file);
     const hash = createHash("sha256");
+    const head = new Uint8Array(16);
     let size = 0;
     let handle: Deno.FsFile | undefined;
     try {
@@ -147,6 +154,7 @@ export class LocalStorage implements Storage {
       if (body instanceof Uint8Array) {
         if (body.length > maxBytes) throw chunkTooLarge(maxBytes);
         hash.update(body);
+        head.set(body.subarray(0, 16));
         size = body.length;
         await writeAll(handle, body);
       } else {
@@ -157,6 +165,8 @@ export class LocalStorage implements Storage {
             if (done) break;
             size += value.length;
             if (size > maxBytes) throw chunkTooLarge(maxBytes);
+            const at = size - value.length;
+            if (at < 16) head.set(value.subarray(0, 16 - at), at);
             hash.update(value);
             await writeAll(handle, value);
           }
@@ -171,7 +181,12 @@ export class LocalStorage implements Storage {
       handle.close();
       handle = undefined;
       await syncDir(dir);
-      return { file, size, sha256: hash.digest("hex") };
+      return {
+        file,
+        size,
+        sha256: hash.digest("hex"),
+        head: head.subarray(0, Math.min(16, size)),
+      };
     } catch (err) {
       handle?.close();
       await Deno.remove(path).catch(() => {});
@@ -292,6 +307,24 @@ export class LocalStorage implements Storage {
     end: number,
   ): Promise<ReadableStream<Uint8Array>> {
     return openLocalRange(join(this.#filesDir(videoId), name), start, end);
+  }
+
+  async listRecordingIds(): Promise<string[]> {
+    const ids: string[] = [];
+    try {
+      for await (const e of Deno.readDir(join(this.root, "recordings"))) {
+        if (e.isDirectory) ids.push(e.name);
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    return ids;
+  }
+
+  async removeAllWorkDirs(): Promise<void> {
+    await Deno.remove(join(this.root, "work"), { recursive: true }).catch(
+      () => {},
+    );
   }
 
   async removeRecording(videoId: string): Promise<void> {

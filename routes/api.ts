@@ -1,12 +1,17 @@
 import { Hono } from "hono";
+import { getConnInfo } from "hono/deno";
+import { clientAddress, RateLimiter, requireApiKey } from "../lib/access.ts";
 import { receiveChunk } from "../lib/chunk_body.ts";
 import type { AppContext } from "../lib/context.ts";
 import { MethodNotAllowedError } from "../lib/errors.ts";
 import {
+  authorizeUpload,
+  authorizeView,
   completeRecording,
   createRecording,
   finishedFilesBody,
   getRecording,
+  retryRecording,
   statusBody,
 } from "../lib/recordings.ts";
 
@@ -16,6 +21,7 @@ function endpointUrls(id: string) {
     complete_job: `/complete_job/${id}/`,
     check_status: `/check_status/${id}/`,
     video: `/video/${id}/`,
+    retry_job: `/retry_job/${id}/`,
     page: `/videos/${id}`,
   };
 }
@@ -26,17 +32,32 @@ function onlyMethods(app: Hono, path: string, allowed: string[]): void {
   });
 }
 
-/** The five endpoints of SPEC.md. */
+/** The five endpoints of SPEC.md, plus `retry_job`. */
 export function apiRoutes(ctx: AppContext): Hono {
   const api = new Hono({ strict: false });
+  const createLimiter = new RateLimiter(ctx.config.createRatePerMinute);
 
   api.post("/create", async (c) => {
-    const rec = await createRecording(ctx);
-    return c.json({ video_id: rec.id, urls: endpointUrls(rec.id) });
+    requireApiKey(ctx.config, c.req.raw);
+    let remote: string | undefined;
+    try {
+      remote = getConnInfo(c).remote.address;
+    } catch {
+      remote = undefined;
+    }
+    createLimiter.take(clientAddress(ctx.config, c.req.raw, remote));
+    const { recording, uploadToken } = await createRecording(ctx);
+    return c.json({
+      video_id: recording.id,
+      upload_token: uploadToken,
+      urls: endpointUrls(recording.id),
+    });
   });
 
   api.post("/add_data/:id", async (c) => {
-    const result = await receiveChunk(ctx, c.req.param("id"), c.req.raw);
+    const id = c.req.param("id");
+    await authorizeUpload(ctx, id, c.req.raw);
+    const result = await receiveChunk(ctx, id, c.req.raw);
     return c.json({
       message: "Chunk received",
       index: result.index,
@@ -50,7 +71,19 @@ export function apiRoutes(ctx: AppContext): Hono {
   });
 
   api.post("/complete_job/:id", async (c) => {
-    const result = await completeRecording(ctx, c.req.param("id"));
+    const id = c.req.param("id");
+    await authorizeUpload(ctx, id, c.req.raw);
+    const result = await completeRecording(ctx, id);
+    return c.json({
+      message: result.message,
+      status: result.recording.status,
+    });
+  });
+
+  api.post("/retry_job/:id", async (c) => {
+    const id = c.req.param("id");
+    await authorizeUpload(ctx, id, c.req.raw);
+    const result = await retryRecording(ctx, id);
     return c.json({
       message: result.message,
       status: result.recording.status,
@@ -58,11 +91,13 @@ export function apiRoutes(ctx: AppContext): Hono {
   });
 
   api.get("/check_status/:id", async (c) => {
+    await authorizeView(ctx, c.req.param("id"), c.req.raw);
     const rec = await getRecording(ctx, c.req.param("id"));
     return c.json(statusBody(rec));
   });
 
   api.get("/video/:id", async (c) => {
+    await authorizeView(ctx, c.req.param("id"), c.req.raw);
     const rec = await getRecording(ctx, c.req.param("id"));
     return c.json(finishedFilesBody(rec));
   });
@@ -70,6 +105,7 @@ export function apiRoutes(ctx: AppContext): Hono {
   onlyMethods(api, "/create", ["POST"]);
   onlyMethods(api, "/add_data/:id", ["POST"]);
   onlyMethods(api, "/complete_job/:id", ["POST"]);
+  onlyMethods(api, "/retry_job/:id", ["POST"]);
   onlyMethods(api, "/check_status/:id", ["GET", "HEAD"]);
   onlyMethods(api, "/video/:id", ["GET", "HEAD"]);
   return api;

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import {
   createSession,
+  expectError,
   haveFfmpeg,
   makeRecording,
+  mediaBytes,
   sendChunk,
   startTestServer,
   type TestServer,
@@ -10,26 +12,6 @@ import {
 } from "./helpers.ts";
 
 const UNKNOWN = "0b9d6f3e-2c1a-4f59-9a8e-7d2f4c1b3a10";
-
-async function expectError(
-  res: Response,
-  status: number,
-  pattern?: RegExp,
-): Promise<string> {
-  const text = await res.text();
-  assert.equal(
-    res.status,
-    status,
-    `expected ${status}, got ${res.status}: ${text}`,
-  );
-  assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
-  const body = JSON.parse(text);
-  assert.equal(typeof body.error, "string");
-  assert.ok(body.error.length > 10, "the error must be a sentence");
-  assert.doesNotMatch(body.error, /\s+at\s+\S+:\d+:\d+/, "no stack traces");
-  if (pattern) assert.match(body.error, pattern);
-  return body.error;
-}
 
 async function withServer(
   env: Record<string, string>,
@@ -242,7 +224,7 @@ Deno.test("errors: chunks over MAX_CHUNK_BYTES and recordings over MAX_RECORDING
         413,
       );
       for (let i = 0; i < 2; i++) {
-        const res = await sendChunk(url, id, new Uint8Array(1000).fill(i));
+        const res = await sendChunk(url, id, mediaBytes(1000, i));
         assert.equal(res.status, 200);
         await res.body?.cancel();
       }
@@ -269,7 +251,7 @@ Deno.test("errors: a disk below MIN_FREE_BYTES gets 507 and keeps earlier chunks
       { RUN_WORKER: "false", DATA_DIR: dataDir },
       async ({ url }) => {
         id = await createSession(url);
-        const res = await sendChunk(url, id, new Uint8Array(100).fill(1));
+        const res = await sendChunk(url, id, mediaBytes(100, 1));
         assert.equal(res.status, 200);
         await res.body?.cancel();
       },

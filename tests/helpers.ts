@@ -3,6 +3,7 @@
  * recordings made with the real ffmpeg, and polling of the real API.
  */
 
+import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { loadConfig } from "../lib/config.ts";
 import { type Service, startService } from "../main.ts";
@@ -351,4 +352,35 @@ export async function sendChunk(
     body: bytes,
     headers,
   });
+}
+
+/** `size` bytes that start with a WebM (EBML) header magic, then `fill`. */
+export function mediaBytes(size: number, fill = 0): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(size).fill(fill);
+  bytes.set([0x1a, 0x45, 0xdf, 0xa3].slice(0, size));
+  return bytes;
+}
+
+/**
+ * Asserts a JSON error reply: the status, a JSON content type, an `error`
+ * sentence without a stack trace, optionally matching `pattern`.
+ */
+export async function expectError(
+  res: Response,
+  status: number,
+  pattern?: RegExp,
+): Promise<string> {
+  const text = await res.text();
+  assert.equal(
+    res.status,
+    status,
+    `expected ${status}, got ${res.status}: ${text}`,
+  );
+  assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
+  const body = JSON.parse(text);
+  assert.equal(typeof body.error, "string");
+  assert.ok(body.error.length > 10, "the error must be a sentence");
+  assert.doesNotMatch(body.error, /\s+at\s+\S+:\d+:\d+/, "no stack traces");
+  if (pattern) assert.match(body.error, pattern);
+  return body.error;
 }

@@ -23,6 +23,7 @@ Deno.test("jobs: a corrupt recording ends in failed with a reason after bounded 
     for (let i = 0; i < noise.length; i += 65536) {
       crypto.getRandomValues(noise.subarray(i, i + 65536));
     }
+    noise.set([0x1a, 0x45, 0xdf, 0xa3]);
     for (let i = 0; i < 4; i++) {
       const res = await sendChunk(
         server.url,
