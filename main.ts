@@ -20,6 +20,7 @@ import { apiRoutes } from "./routes/api.ts";
 import { liveRoutes } from "./routes/live.ts";
 import { mediaRoutes } from "./routes/media.ts";
 import { pageRoutes } from "./routes/pages.tsx";
+import { tusMiddleware, tusRoutes } from "./routes/tus.ts";
 
 function corsOrigin(allowed: string[]) {
   if (allowed.includes("*")) return "*";
@@ -59,23 +60,39 @@ export function errorResponse(err: Error, c: Context): Response {
 /** Builds the app for one instance's services. */
 export function createApp(ctx: AppContext): Hono {
   const app = new Hono({ strict: false });
+  app.use("/files", tusMiddleware(ctx));
+  app.use("/files/*", tusMiddleware(ctx));
   app.use(
     "*",
     cors({
       origin: corsOrigin(ctx.config.corsOrigins),
-      allowMethods: ["GET", "HEAD", "POST", "OPTIONS"],
+      allowMethods: ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
       exposeHeaders: [
         "Content-Length",
         "Content-Range",
         "Accept-Ranges",
         "ETag",
         "Retry-After",
+        "Location",
+        "Upload-Offset",
+        "Upload-Length",
+        "Upload-Defer-Length",
+        "Upload-Metadata",
+        "Upload-Expires",
+        "Tus-Resumable",
+        "Tus-Version",
+        "Tus-Extension",
+        "Tus-Max-Size",
+        "Tus-Checksum-Algorithm",
+        "X-Upload-Token",
+        "X-Video-Id",
       ],
       maxAge: 600,
     }),
   );
   app.route("/", apiRoutes(ctx));
   app.route("/", mediaRoutes(ctx));
+  app.route("/", tusRoutes(ctx));
   app.route("/", liveRoutes(ctx));
   app.route("/", pageRoutes(ctx));
   app.notFound((c) =>

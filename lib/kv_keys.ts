@@ -76,6 +76,12 @@ export interface Recording {
   expired?: boolean;
   /** Only on the last change published for a deleted recording. */
   deleted?: boolean;
+  /** The total length a tus client declared (Upload-Length), once known. */
+  uploadLength?: number;
+  /** tus Upload-Metadata (filename, filetype, ...), decoded. */
+  metadata?: Record<string, string>;
+  /** How the recording arrives: the SPEC.md API or tus. */
+  protocol?: "api" | "tus";
 }
 
 /** One stored chunk of a recording. */

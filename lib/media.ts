@@ -6,7 +6,12 @@
 import type { AppContext } from "./context.ts";
 import { NotFoundError } from "./errors.ts";
 import { contentTypeFor, fileResponse } from "./http_file.ts";
-import { authorizeView, getRecording, isFinishedFile } from "./recordings.ts";
+import {
+  authorizeView,
+  getRecording,
+  isFinishedFile,
+  openSource,
+} from "./recordings.ts";
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
 
@@ -38,4 +43,29 @@ export async function serveFinishedFile(
     (start, end) => ctx.storage.openFile(id, name, start, end),
     { cacheControl: "private, max-age=3600" },
   );
+}
+
+/**
+ * Answers GET or HEAD for `/media/<id>/source`: the recording exactly as
+ * uploaded (the held chunks in order), for checks and archiving.
+ */
+export async function serveSource(
+  ctx: AppContext,
+  req: Request,
+  id: string,
+): Promise<Response> {
+  await authorizeView(ctx, id, req);
+  const { recording, body } = await openSource(ctx, id);
+  const headers = {
+    "Content-Type": recording.mimeType?.split(";")[0] ??
+      "application/octet-stream",
+    "Content-Length": String(recording.bytesReceived),
+    "Cache-Control": "no-store",
+    "Content-Disposition": `attachment; filename="${id}.source"`,
+  };
+  if (req.method === "HEAD") {
+    await body.cancel();
+    return new Response(null, { headers });
+  }
+  return new Response(body, { headers });
 }

@@ -202,7 +202,7 @@ export async function commitChunk(
   ctx: AppContext,
   id: string,
   stored: StoredChunk,
-  options: { index?: number; contentType?: string } = {},
+  options: { index?: number; contentType?: string; expectOffset?: number } = {},
 ): Promise<AppendResult> {
   let keep = false;
   try {
@@ -214,6 +214,22 @@ export async function commitChunk(
       if (rec.status !== "recording") throw notRecording(rec);
       if (rec.bytesReceived + stored.size > limit) {
         throw recordingTooLarge(limit);
+      }
+      if (
+        options.expectOffset !== undefined &&
+        rec.bytesReceived !== options.expectOffset
+      ) {
+        throw new ConflictError(
+          `Upload-Offset ${options.expectOffset} does not match the ${rec.bytesReceived} bytes the server holds; resume from ${rec.bytesReceived}.`,
+        );
+      }
+      if (
+        rec.uploadLength !== undefined &&
+        rec.bytesReceived + stored.size > rec.uploadLength
+      ) {
+        throw new ConflictError(
+          `The chunk would pass the declared Upload-Length of ${rec.uploadLength} bytes.`,
+        );
       }
       const index = options.index ?? rec.nextIndex;
       if (index === 0 && !looksLikeMedia(stored.head)) {
@@ -357,6 +373,75 @@ function queueJob(
   };
   atomic.set(jobKey(id), job).set(activeJobKey(id), id)
     .set(jobWakeupKey(), now);
+}
+
+/** Which chunks the server holds, so a client can resend only what is lacking. */
+export interface ChunkLedger {
+  bytes_received: number;
+  chunks_received: number;
+  /** Index the next chunk without an index would get. */
+  next_index: number;
+  /** Held indexes as inclusive [first, last] ranges. */
+  received: Array<[number, number]>;
+  /** Indexes below `next_index` that are not held (at most 10,000 listed). */
+  missing: number[];
+}
+
+/** The chunk ledger of a recording. */
+export async function chunkLedger(
+  ctx: AppContext,
+  id: string,
+): Promise<ChunkLedger> {
+  const rec = await getRecording(ctx, id);
+  const received: Array<[number, number]> = [];
+  const missing: number[] = [];
+  let expected = 0;
+  for await (const e of ctx.kv.list<ChunkEntry>({ prefix: chunkPrefix(id) })) {
+    const index = e.value.index;
+    for (let i = expected; i < index && missing.length < 10_000; i++) {
+      missing.push(i);
+    }
+    const last = received.at(-1);
+    if (last && last[1] === index - 1) last[1] = index;
+    else received.push([index, index]);
+    expected = index + 1;
+  }
+  return {
+    bytes_received: rec.bytesReceived,
+    chunks_received: rec.chunksReceived,
+    next_index: rec.nextIndex,
+    received,
+    missing,
+  };
+}
+
+/** The recording's bytes as uploaded: every held chunk in index order. */
+export async function openSource(
+  ctx: AppContext,
+  id: string,
+): Promise<{ recording: Recording; body: ReadableStream<Uint8Array> }> {
+  const recording = await getRecording(ctx, id);
+  const chunks = await listChunks(ctx, id);
+  let i = 0;
+  let current: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      while (true) {
+        if (!current) {
+          if (i >= chunks.length) return controller.close();
+          current = (await ctx.storage.openChunk(id, chunks[i++].file))
+            .getReader();
+        }
+        const { done, value } = await current.read();
+        if (!done) return controller.enqueue(value);
+        current = undefined;
+      }
+    },
+    async cancel() {
+      await current?.cancel();
+    },
+  });
+  return { recording, body };
 }
 
 /** How {@link completeRecording} left things. */

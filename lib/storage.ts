@@ -19,6 +19,14 @@ export interface StoredChunk {
   sha256: string;
   /** The first bytes of the chunk (up to 16), to recognise a media header. */
   head: Uint8Array;
+  /** Base64 digest of the bytes with the algorithm asked for, if any. */
+  digest?: string;
+}
+
+/** Options of {@link Storage.writeChunk}. */
+export interface WriteChunkOptions {
+  /** Also compute this digest (e.g. "sha1" for a tus Upload-Checksum). */
+  digest?: "sha1" | "sha256" | "md5";
 }
 
 /** The narrow storage interface used by recordings and processing. */
@@ -35,9 +43,12 @@ export interface Storage {
     videoId: string,
     body: ReadableStream<Uint8Array> | Uint8Array,
     maxBytes: number,
+    options?: WriteChunkOptions,
   ): Promise<StoredChunk>;
   /** Removes a chunk that was written but not committed (a duplicate, a clash). */
   deleteChunk(videoId: string, file: string): Promise<void>;
+  /** Opens one stored chunk's bytes. */
+  openChunk(videoId: string, file: string): Promise<ReadableStream<Uint8Array>>;
   /** Names of every chunk file held for a recording (committed or not). */
   listChunkFiles(videoId: string): Promise<string[]>;
   /** Concatenates chunks, in the given order, into a local file. */
@@ -140,12 +151,16 @@ export class LocalStorage implements Storage {
     videoId: string,
     body: ReadableStream<Uint8Array> | Uint8Array,
     maxBytes: number,
+    options: WriteChunkOptions = {},
   ): Promise<StoredChunk> {
     await this.#checkFreeSpace(body instanceof Uint8Array ? body.length : 0);
     const dir = this.#chunkDir(videoId);
     const file = `${crypto.randomUUID()}.chunk`;
     const path = join(dir, file);
     const hash = createHash("sha256");
+    const extra = options.digest && options.digest !== "sha256"
+      ? createHash(options.digest)
+      : undefined;
     const head = new Uint8Array(16);
     let size = 0;
     let handle: Deno.FsFile | undefined;
@@ -154,6 +169,7 @@ export class LocalStorage implements Storage {
       if (body instanceof Uint8Array) {
         if (body.length > maxBytes) throw chunkTooLarge(maxBytes);
         hash.update(body);
+        extra?.update(body);
         head.set(body.subarray(0, 16));
         size = body.length;
         await writeAll(handle, body);
@@ -168,6 +184,7 @@ export class LocalStorage implements Storage {
             const at = size - value.length;
             if (at < 16) head.set(value.subarray(0, 16 - at), at);
             hash.update(value);
+            extra?.update(value);
             await writeAll(handle, value);
           }
         } catch (err) {
@@ -181,11 +198,15 @@ export class LocalStorage implements Storage {
       handle.close();
       handle = undefined;
       await syncDir(dir);
+      const sha = hash.digest();
       return {
         file,
         size,
-        sha256: hash.digest("hex"),
+        sha256: sha.toString("hex"),
         head: head.subarray(0, Math.min(16, size)),
+        digest: options.digest === "sha256"
+          ? sha.toString("base64")
+          : extra?.digest("base64"),
       };
     } catch (err) {
       handle?.close();
@@ -203,6 +224,14 @@ export class LocalStorage implements Storage {
     await Deno.remove(join(this.#chunkDir(videoId), file)).catch((err) => {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     });
+  }
+
+  async openChunk(
+    videoId: string,
+    file: string,
+  ): Promise<ReadableStream<Uint8Array>> {
+    const handle = await Deno.open(join(this.#chunkDir(videoId), file));
+    return handle.readable;
   }
 
   async listChunkFiles(videoId: string): Promise<string[]> {

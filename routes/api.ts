@@ -7,6 +7,7 @@ import { MethodNotAllowedError } from "../lib/errors.ts";
 import {
   authorizeUpload,
   authorizeView,
+  chunkLedger,
   completeRecording,
   createRecording,
   finishedFilesBody,
@@ -102,11 +103,17 @@ export function apiRoutes(ctx: AppContext): Hono {
     return c.json(finishedFilesBody(rec));
   });
 
+  api.get("/chunks/:id", async (c) => {
+    await authorizeView(ctx, c.req.param("id"), c.req.raw);
+    return c.json(await chunkLedger(ctx, c.req.param("id")));
+  });
+
   onlyMethods(api, "/create", ["POST"]);
   onlyMethods(api, "/add_data/:id", ["POST"]);
   onlyMethods(api, "/complete_job/:id", ["POST"]);
   onlyMethods(api, "/retry_job/:id", ["POST"]);
   onlyMethods(api, "/check_status/:id", ["GET", "HEAD"]);
   onlyMethods(api, "/video/:id", ["GET", "HEAD"]);
+  onlyMethods(api, "/chunks/:id", ["GET", "HEAD"]);
   return api;
 }

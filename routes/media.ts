@@ -1,11 +1,16 @@
 import { Hono } from "hono";
 import type { AppContext } from "../lib/context.ts";
 import { MethodNotAllowedError } from "../lib/errors.ts";
-import { serveFinishedFile } from "../lib/media.ts";
+import { serveFinishedFile, serveSource } from "../lib/media.ts";
 
 /** `/media/<id>/<name>`: finished files with byte ranges. */
 export function mediaRoutes(ctx: AppContext): Hono {
   const media = new Hono({ strict: false });
+  media.on(
+    ["GET", "HEAD"],
+    "/media/:id/source",
+    (c) => serveSource(ctx, c.req.raw, c.req.param("id")),
+  );
   media.on(["GET", "HEAD"], "/media/:id/:name", (c) =>
     serveFinishedFile(
       ctx,
