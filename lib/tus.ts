@@ -149,7 +149,8 @@ export function parseUploadMetadata(
   const filename = out.filename;
   if (
     filename !== undefined &&
-    (filename.length > 255 || /[\/\\\x00-\x1f]/.test(filename))
+    (filename.length > 255 || /[\/\\]/.test(filename) ||
+      [...filename].some((ch) => ch.charCodeAt(0) < 0x20))
   ) {
     throw new BadRequestError(
       "Upload-Metadata filename must be a plain file name (no slashes or control characters, at most 255 characters).",
