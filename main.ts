@@ -120,7 +120,9 @@ export interface Service {
 
 /** Opens KV and storage, finds ffmpeg, and starts the worker if configured. */
 export async function startService(config: Config): Promise<Service> {
-  const tools = await resolveTools(config.ffmpegPath, config.ffprobePath);
+  const tools = await resolveTools(config.ffmpegPath, config.ffprobePath, {
+    nice: config.ffmpegNice,
+  });
   const ctx = await openContext(config);
   await runSweep(ctx, { orphans: !isRemoteKv(config.kvPath) });
   const app = createApp(ctx);

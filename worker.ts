@@ -12,7 +12,9 @@ import { describeTools } from "./main.ts";
 
 if (import.meta.main) {
   const config = loadConfig();
-  const tools = await resolveTools(config.ffmpegPath, config.ffprobePath);
+  const tools = await resolveTools(config.ffmpegPath, config.ffprobePath, {
+    nice: config.ffmpegNice,
+  });
   console.log(describeTools(tools));
   const ctx = await openContext(config);
   const worker = new JobWorker(ctx, tools);

@@ -3,8 +3,6 @@
  * progress, a timeout and an AbortSignal, and reading ffprobe's JSON.
  */
 
-import { createRequire } from "node:module";
-
 /** Where the binaries came from and what they are. */
 export interface FfmpegTools {
   ffmpeg: string;
@@ -16,6 +14,8 @@ export interface FfmpegTools {
   version: [number, number];
   /** Why the tools cannot be used, when they cannot; every run then fails with it. */
   missing?: string;
+  /** ffmpeg runs under `nice -n <nice>` (lower CPU priority than ingest). */
+  nice?: { path: string; level: number };
 }
 
 /** An ffmpeg or ffprobe run that failed; the message is readable. */
@@ -40,10 +40,20 @@ async function findOnPath(name: string): Promise<string | undefined> {
   return undefined;
 }
 
-function findInNpm(pkg: string): string | undefined {
+/**
+ * Loads the binary shipped in an npm package (fetched from the registry on
+ * first use) and makes sure it is executable (Deno does not run the
+ * packages' install scripts, which would chmod it).
+ */
+async function findInNpm(pkg: string): Promise<string | undefined> {
   try {
-    const require = createRequire(import.meta.url);
-    return (require(pkg) as { path?: string }).path;
+    const specifier = `npm:${pkg}`;
+    const mod = await import(specifier);
+    const path = (mod.default ?? mod).path as string | undefined;
+    if (!path) return undefined;
+    const st = await Deno.stat(path);
+    if (((st.mode ?? 0) & 0o111) === 0) await Deno.chmod(path, 0o755);
+    return path;
   } catch {
     return undefined;
   }
@@ -56,10 +66,10 @@ async function resolveBinary(
   if (fromEnv) return { path: fromEnv, source: "env" };
   const onPath = await findOnPath(name);
   if (onPath) return { path: onPath, source: "PATH" };
-  const npm = findInNpm(
+  const npm = await findInNpm(
     name === "ffmpeg"
-      ? "@ffmpeg-installer/ffmpeg"
-      : "@ffprobe-installer/ffprobe",
+      ? "@ffmpeg-installer/ffmpeg@1.1.0"
+      : "@ffprobe-installer/ffprobe@2.1.2",
   );
   if (npm) return { path: npm, source: "npm" };
   throw new FfmpegError(
@@ -75,6 +85,7 @@ async function resolveBinary(
 export async function resolveTools(
   ffmpegPath?: string,
   ffprobePath?: string,
+  options: { nice?: number } = {},
 ): Promise<FfmpegTools> {
   let ffmpeg = { path: "", source: "none" };
   let ffprobe = { path: "", source: "none" };
@@ -108,6 +119,7 @@ export async function resolveTools(
       (err as Error).message.replace(/\s*\(os error.*$/, "")
     }; install ffmpeg or fix FFMPEG_PATH`;
   }
+  const nicePath = options.nice ? await findOnPath("nice") : undefined;
   return {
     ffmpeg: ffmpeg.path,
     ffprobe: ffprobe.path,
@@ -115,6 +127,9 @@ export async function resolveTools(
     ffprobeSource: ffprobe.source,
     version,
     missing,
+    nice: nicePath && options.nice
+      ? { path: nicePath, level: options.nice }
+      : undefined,
   };
 }
 
@@ -161,8 +176,16 @@ export async function runFfmpeg(
   ];
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(tools.ffmpeg, {
-      args: fullArgs,
+    const [command, args] = tools.nice
+      ? [tools.nice.path, [
+        "-n",
+        String(tools.nice.level),
+        tools.ffmpeg,
+        ...fullArgs,
+      ]]
+      : [tools.ffmpeg, fullArgs];
+    child = new Deno.Command(command, {
+      args,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
