@@ -633,8 +633,25 @@ export async function deleteRecording(
   ctx: AppContext,
   id: string,
 ): Promise<void> {
-  const entry = await getRecordingEntry(ctx, id);
-  const rec = entry.value;
+  let gone: Recording | undefined;
+  for (let attempt = 0; !gone; attempt++) {
+    const entry = await getRecordingEntry(ctx, id);
+    const rec = entry.value;
+    const next = { ...rec, updatedAt: Date.now(), deleted: true };
+    const atomic = ctx.kv.atomic()
+      .check(entry)
+      .delete(recordingKey(id))
+      .delete(recordingByCreatedKey(rec.createdAt, id))
+      .delete(openRecordingKey(id))
+      .delete(jobKey(id))
+      .delete(activeJobKey(id));
+    if (rec.finishedAt) atomic.delete(finishedRecordingKey(rec.finishedAt, id));
+    addChange(atomic, next);
+    if ((await atomic.commit()).ok) gone = next;
+    else if (attempt > 50) {
+      throw new ConflictError(`Recording ${id} is busy; retry deleting it.`);
+    }
+  }
   let batch = ctx.kv.atomic();
   let n = 0;
   for await (const c of ctx.kv.list({ prefix: chunkPrefix(id) })) {
@@ -645,17 +662,6 @@ export async function deleteRecording(
     }
   }
   await batch.commit();
-  const now = Date.now();
-  const gone = { ...rec, updatedAt: now, deleted: true };
-  const atomic = ctx.kv.atomic()
-    .delete(recordingKey(id))
-    .delete(recordingByCreatedKey(rec.createdAt, id))
-    .delete(openRecordingKey(id))
-    .delete(jobKey(id))
-    .delete(activeJobKey(id));
-  if (rec.finishedAt) atomic.delete(finishedRecordingKey(rec.finishedAt, id));
-  addChange(atomic, gone);
-  await atomic.commit();
   await ctx.storage.removeRecording(id);
   publishChange(ctx, gone);
 }
