@@ -193,6 +193,27 @@ export async function assertAcceptsChunks(
 }
 
 /**
+ * Reads the recording and, when the index is known, its chunk slot in one
+ * round trip (the hot path of every chunk).
+ */
+async function readForCommit(
+  ctx: AppContext,
+  id: string,
+  index: number | undefined,
+): Promise<
+  [Deno.KvEntry<Recording>, Deno.KvEntryMaybe<ChunkEntry> | undefined]
+> {
+  assertVideoId(id);
+  if (index === undefined) return [await getRecordingEntry(ctx, id), undefined];
+  const [rec, chunk] = await ctx.kv.getMany<[Recording, ChunkEntry]>([
+    recordingKey(id),
+    chunkKey(id, index),
+  ]);
+  if (rec.versionstamp === null) throw unknownRecording(id);
+  return [rec as Deno.KvEntry<Recording>, chunk];
+}
+
+/**
  * Records a chunk already written to storage in one atomic commit (chunk
  * entry plus the session's counters). An exact retry of an indexed chunk is
  * stored once; a different body for a taken index is a 409. The stored
@@ -209,7 +230,7 @@ export async function commitChunk(
     if (stored.size === 0) throw emptyChunk();
     const limit = ctx.config.maxRecordingBytes;
     for (let attempt = 0;; attempt++) {
-      const recEntry = await getRecordingEntry(ctx, id);
+      const [recEntry, known] = await readForCommit(ctx, id, options.index);
       const rec = recEntry.value;
       if (rec.status !== "recording") throw notRecording(rec);
       if (rec.bytesReceived + stored.size > limit) {
@@ -237,8 +258,11 @@ export async function commitChunk(
           "The first chunk is not a WebM/Matroska or MP4 recording (no EBML header or ftyp box); send the recording's own bytes from the start.",
         );
       }
-      const existing = await ctx.kv.get<ChunkEntry>(chunkKey(id, index));
-      if (existing.value) {
+      const existing = known ??
+        (attempt > 0
+          ? await ctx.kv.get<ChunkEntry>(chunkKey(id, index))
+          : undefined);
+      if (existing?.value) {
         if (existing.value.sha256 === stored.sha256) {
           return { recording: rec, index, duplicate: true };
         }
