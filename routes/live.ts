@@ -1,7 +1,30 @@
 import { Hono } from "hono";
+import { requireApiKey } from "../lib/access.ts";
 import type { AppContext } from "../lib/context.ts";
+import { parsePageQuery } from "../lib/dashboard.ts";
+import { acceptLiveSocket } from "../lib/live_socket.ts";
+import { authorizeView } from "../lib/recordings.ts";
 
-/** WebSocket endpoints for live recording changes (filled in by the dashboard work). */
-export function liveRoutes(_ctx: AppContext): Hono {
-  return new Hono({ strict: false });
+/**
+ * WebSocket endpoints: `/ws` follows a page of all recordings (`?limit=`,
+ * `?cursor=` as on the dashboard), `/ws/<id>` one recording. Each sends a
+ * snapshot, then every committed change. Access is checked as for the
+ * pages they feed: the dashboard's API key, the recording's view rights.
+ */
+export function liveRoutes(ctx: AppContext): Hono {
+  const live = new Hono({ strict: false });
+
+  live.get("/ws", (c) => {
+    requireApiKey(ctx.config, c.req.raw);
+    const page = parsePageQuery(new URL(c.req.url).searchParams);
+    return acceptLiveSocket(ctx, c.req.raw, { kind: "list", page });
+  });
+
+  live.get("/ws/:id", async (c) => {
+    const id = c.req.param("id");
+    await authorizeView(ctx, id, c.req.raw);
+    return await acceptLiveSocket(ctx, c.req.raw, { kind: "recording", id });
+  });
+
+  return live;
 }

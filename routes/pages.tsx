@@ -1,7 +1,156 @@
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
+import type { VNode } from "preact";
+import { renderToString } from "preact-render-to-string";
+import { Island } from "../components/island.tsx";
+import { Layout, type Section } from "../components/layout.tsx";
+import Dashboard from "../islands/dashboard.tsx";
+import Recorder from "../islands/recorder.tsx";
+import RecordingDetail from "../islands/recording_detail.tsx";
+import { requireApiKey } from "../lib/access.ts";
+import {
+  type AssetManifest,
+  ensureAssets,
+  serveStaticFile,
+} from "../lib/bundle.ts";
 import type { AppContext } from "../lib/context.ts";
+import {
+  loadDashboard,
+  loadRecordingView,
+  parsePageQuery,
+} from "../lib/dashboard.ts";
+import { AppError } from "../lib/errors.ts";
+import { shortId } from "../lib/format.ts";
+import { authorizeView } from "../lib/recordings.ts";
 
-/** Server-rendered pages (filled in by the dashboard work). */
-export function pageRoutes(_ctx: AppContext): Hono {
-  return new Hono({ strict: false });
+/** Pages load only their own files and the bundle; no inline code anywhere. */
+const CONTENT_SECURITY_POLICY = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data: blob:",
+  "media-src 'self' blob:",
+  "connect-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+const RECORDER_TIMESLICE_MS = 1000;
+
+function html(
+  page: { title: string; section: Section; assets: AssetManifest; body: VNode },
+  status = 200,
+): Response {
+  const markup = renderToString(
+    <Layout title={page.title} section={page.section} assets={page.assets}>
+      {page.body}
+    </Layout>,
+  );
+  return new Response(`<!DOCTYPE html>\n${markup}`, {
+    status,
+    headers: {
+      "Content-Type": "text/html; charset=utf-8",
+      "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+      "X-Content-Type-Options": "nosniff",
+      "Referrer-Policy": "same-origin",
+      "Cache-Control": "no-store",
+    },
+  });
+}
+
+async function errorPage(err: Error, c: Context): Promise<Response> {
+  const known = err instanceof AppError;
+  if (!known) console.error(`${c.req.method} ${c.req.path} failed:`, err);
+  const status = known ? err.status : 500;
+  return html({
+    title: status === 404 ? "Not found" : "Error",
+    section: "none",
+    assets: await ensureAssets(),
+    body: (
+      <section class="error-page">
+        <h1>{status === 404 ? "Not found" : "Something went wrong"}</h1>
+        <p id="error-message">
+          {known
+            ? err.message
+            : "The server hit an unexpected error. Try again in a moment."}
+        </p>
+        <p>
+          <a href="/">Back to the recordings</a>
+        </p>
+      </section>
+    ),
+  }, status);
+}
+
+/** Server-rendered pages (`/`, `/videos/<id>`, `/record`) and `/static/*`. */
+export function pageRoutes(ctx: AppContext): Hono {
+  const pages = new Hono({ strict: false });
+
+  pages.get("/", async (c) => {
+    requireApiKey(ctx.config, c.req.raw);
+    const query = parsePageQuery(new URL(c.req.url).searchParams);
+    const [view, assets] = await Promise.all([
+      loadDashboard(ctx, query),
+      ensureAssets(),
+    ]);
+    return html({
+      title: "Recordings",
+      section: "recordings",
+      assets,
+      body: <Island name="dashboard" component={Dashboard} props={view} />,
+    });
+  });
+
+  pages.get("/videos/:id", async (c) => {
+    await authorizeView(ctx, c.req.param("id"), c.req.raw);
+    const [recording, assets] = await Promise.all([
+      loadRecordingView(ctx, c.req.param("id")),
+      ensureAssets(),
+    ]);
+    return html({
+      title: `Recording ${shortId(recording.id)}`,
+      section: "none",
+      assets,
+      body: (
+        <Island
+          name="recording_detail"
+          component={RecordingDetail}
+          props={{ recording, now: Date.now() }}
+        />
+      ),
+    });
+  });
+
+  pages.get("/record", async (c) => {
+    requireApiKey(ctx.config, c.req.raw);
+    return html({
+      title: "Record",
+      section: "record",
+      assets: await ensureAssets(),
+      body: (
+        <>
+          <Island
+            name="recorder"
+            component={Recorder}
+            props={{ timesliceMs: RECORDER_TIMESLICE_MS }}
+          />
+          <noscript>
+            <p class="error">
+              The recorder needs JavaScript; the recordings list and players
+              work without it.
+            </p>
+          </noscript>
+        </>
+      ),
+    });
+  });
+
+  pages.get(
+    "/static/*",
+    (c) => serveStaticFile(c.req.raw, c.req.path.slice("/static/".length)),
+  );
+
+  pages.onError(errorPage);
+  return pages;
 }

@@ -1,0 +1,336 @@
+/**
+ * Builds the browser assets: every island in `islands/` bundled into one
+ * module with `deno bundle --platform=browser`, and `static/style.css`, both
+ * written to `static/build/` under content-hash names with a manifest. A
+ * build whose inputs have not changed is reused. Also serves `/static/*`.
+ *
+ * Run `deno run -A lib/bundle.ts` (the `build` task) to build ahead of time;
+ * otherwise {@link ensureAssets} builds on first use.
+ */
+
+import { basename, extname, join, relative } from "node:path";
+import { fileURLToPath as fromFileUrl, pathToFileURL } from "node:url";
+import { NotFoundError } from "./errors.ts";
+import { fileResponse, openLocalRange } from "./http_file.ts";
+
+/** The project folder. */
+const ROOT = fromFileUrl(new URL("../", import.meta.url));
+const BUILDER_VERSION = "1";
+const STALE_BUILD_MS = 24 * 60 * 60 * 1000;
+const RETRY_FAILED_BUILD_MS = 10_000;
+const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
+
+const STATIC_TYPES: Record<string, string> = {
+  ".css": "text/css; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".json": "application/json",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".ico": "image/x-icon",
+  ".txt": "text/plain; charset=utf-8",
+};
+
+/** What a build produced: the URLs pages link to. */
+export interface AssetManifest {
+  builder: string;
+  /** SHA-256 of everything the build read. */
+  inputHash: string;
+  /** URL of the islands module, or null when there is no bundle. */
+  script: string | null;
+  /** URL of the stylesheet. */
+  style: string;
+  /** Island names in the bundle. */
+  islands: string[];
+  builtAt: number;
+}
+
+/** Where to build from and to. */
+export interface BuildOptions {
+  /** Project folder (default: this project). */
+  root?: string;
+  /** Build even if the inputs did not change. */
+  force?: boolean;
+}
+
+async function sha256Hex(data: Uint8Array | string): Promise<string> {
+  const bytes = typeof data === "string"
+    ? new TextEncoder().encode(data)
+    : data;
+  const digest = await crypto.subtle.digest("SHA-256", bytes as BufferSource);
+  return Array.from(
+    new Uint8Array(digest),
+    (b) => b.toString(16).padStart(2, "0"),
+  )
+    .join("");
+}
+
+async function listIslands(root: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(join(root, "islands"))) {
+      if (entry.isFile && entry.name.endsWith(".tsx")) {
+        names.push(basename(entry.name, ".tsx"));
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return names.sort();
+}
+
+function entrySource(root: string, islands: string[]): string {
+  const lines = [
+    `import { hydrateIslands } from "${
+      pathToFileURL(join(root, "lib", "islands_client.ts")).href
+    }";`,
+  ];
+  islands.forEach((name, i) => {
+    lines.push(
+      `import island${i} from "${
+        pathToFileURL(join(root, "islands", `${name}.tsx`)).href
+      }";`,
+    );
+  });
+  lines.push(
+    `hydrateIslands({ ${
+      islands.map((name, i) => `${JSON.stringify(name)}: island${i}`).join(", ")
+    } });`,
+  );
+  return lines.join("\n") + "\n";
+}
+
+async function runDeno(args: string[], cwd: string): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) {
+    throw new Error(
+      `deno ${args[0]} failed: ${new TextDecoder().decode(out.stderr).trim()}`,
+    );
+  }
+  return text;
+}
+
+/** Hashes every local module the entry reaches, the npm versions, and the CSS. */
+async function hashInputs(
+  root: string,
+  entry: string,
+  css: Uint8Array,
+): Promise<string> {
+  const info = JSON.parse(
+    await runDeno([
+      "info",
+      "--json",
+      "--config",
+      join(root, "deno.json"),
+      entry,
+    ], root),
+  );
+  const entryUrl = pathToFileURL(entry).href;
+  const parts: string[] = [BUILDER_VERSION, Deno.version.deno];
+  const locals = (info.modules as { specifier: string }[])
+    .map((m) => m.specifier)
+    .filter((s) => s.startsWith("file:"))
+    .sort();
+  for (const specifier of locals) {
+    const path = fromFileUrl(specifier);
+    const name = specifier === entryUrl ? "<entry>" : relative(root, path);
+    parts.push(`${name}:${await sha256Hex(await Deno.readFile(path))}`);
+  }
+  parts.push(...Object.keys(info.npmPackages ?? {}).sort());
+  parts.push(`style:${await sha256Hex(css)}`);
+  return await sha256Hex(parts.join("\n"));
+}
+
+async function readManifest(buildDir: string): Promise<AssetManifest | null> {
+  try {
+    const manifest = JSON.parse(
+      await Deno.readTextFile(join(buildDir, "manifest.json")),
+    ) as AssetManifest;
+    const files = [manifest.script, manifest.style].filter((u): u is string =>
+      !!u
+    );
+    for (const url of files) {
+      await Deno.stat(join(buildDir, basename(url)));
+    }
+    return manifest;
+  } catch {
+    return null;
+  }
+}
+
+async function writeAtomically(
+  path: string,
+  data: Uint8Array | string,
+): Promise<void> {
+  const temp = `${path}.${crypto.randomUUID()}.tmp`;
+  if (typeof data === "string") await Deno.writeTextFile(temp, data);
+  else await Deno.writeFile(temp, data);
+  await Deno.rename(temp, path);
+}
+
+async function pruneOldBuilds(
+  buildDir: string,
+  keep: Set<string>,
+): Promise<void> {
+  const now = Date.now();
+  for await (const entry of Deno.readDir(buildDir)) {
+    if (keep.has(entry.name) || entry.name === "manifest.json") continue;
+    const path = join(buildDir, entry.name);
+    const info = await Deno.stat(path).catch(() => null);
+    if (info?.mtime && now - info.mtime.getTime() > STALE_BUILD_MS) {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Builds the islands bundle and the stylesheet into `static/build/` under
+ * content-hash names and writes `manifest.json`, unless the manifest there
+ * was built from the same inputs (then it is returned as it is).
+ */
+export async function buildAssets(
+  options: BuildOptions = {},
+): Promise<AssetManifest> {
+  const root = options.root ?? ROOT;
+  const buildDir = join(root, "static", "build");
+  await Deno.mkdir(buildDir, { recursive: true });
+  const islands = await listIslands(root);
+  const css = await Deno.readFile(join(root, "static", "style.css"));
+  const work = await Deno.makeTempDir({ dir: buildDir, prefix: ".tmp-" });
+  try {
+    const entry = join(work, "entry.ts");
+    await Deno.writeTextFile(entry, entrySource(root, islands));
+    const inputHash = await hashInputs(root, entry, css);
+    const existing = await readManifest(buildDir);
+    if (!options.force && existing?.inputHash === inputHash) return existing;
+
+    const out = join(work, "out.js");
+    await runDeno([
+      "bundle",
+      "--config",
+      join(root, "deno.json"),
+      "--platform=browser",
+      "--minify",
+      "-o",
+      out,
+      entry,
+    ], root);
+    const js = await Deno.readFile(out);
+    const scriptName = `${(await sha256Hex(js)).slice(0, 20)}.js`;
+    const styleName = `${(await sha256Hex(css)).slice(0, 20)}.css`;
+    await writeAtomically(join(buildDir, scriptName), js);
+    await writeAtomically(join(buildDir, styleName), css);
+    const manifest: AssetManifest = {
+      builder: BUILDER_VERSION,
+      inputHash,
+      script: `/static/build/${scriptName}`,
+      style: `/static/build/${styleName}`,
+      islands,
+      builtAt: Date.now(),
+    };
+    await writeAtomically(
+      join(buildDir, "manifest.json"),
+      JSON.stringify(manifest, null, 2) + "\n",
+    );
+    await pruneOldBuilds(
+      buildDir,
+      new Set([scriptName, styleName, basename(work)]),
+    );
+    return manifest;
+  } finally {
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+
+let assets: Promise<AssetManifest> | undefined;
+let failedAt = 0;
+
+/** Assets to use when the bundle cannot be built: the plain stylesheet, no script. */
+const FALLBACK_ASSETS: AssetManifest = {
+  builder: BUILDER_VERSION,
+  inputHash: "",
+  script: null,
+  style: "/static/style.css",
+  islands: [],
+  builtAt: 0,
+};
+
+/**
+ * The assets of this project, built (or found up to date) on first use and
+ * kept for the life of the process. When the build fails the pages still
+ * work without JavaScript: the plain stylesheet is used, the error is logged
+ * and the build is tried again after a few seconds.
+ */
+export async function ensureAssets(): Promise<AssetManifest> {
+  if (!assets && Date.now() - failedAt < RETRY_FAILED_BUILD_MS) {
+    return FALLBACK_ASSETS;
+  }
+  assets ??= buildAssets();
+  try {
+    return await assets;
+  } catch (err) {
+    if (assets) {
+      assets = undefined;
+      failedAt = Date.now();
+      console.error("building the browser assets failed:", err);
+    }
+    return FALLBACK_ASSETS;
+  }
+}
+
+/**
+ * Answers GET or HEAD for `/static/<path>` from the project's `static/`
+ * folder: hashed build files are cached for a year, others revalidated.
+ * Throws a 404 for anything outside it, hidden files and unknown types.
+ */
+export async function serveStaticFile(
+  req: Request,
+  path: string,
+): Promise<Response> {
+  const segments = path.split("/");
+  const type = STATIC_TYPES[extname(path).toLowerCase()];
+  if (!type || !segments.every((s) => SAFE_SEGMENT.test(s))) {
+    throw missingStatic(path);
+  }
+  const file = join(ROOT, "static", ...segments);
+  const stat = await Deno.stat(file).catch(() => null);
+  if (!stat?.isFile) throw missingStatic(path);
+  const hashed = segments[0] === "build" && basename(path) !== "manifest.json";
+  return await fileResponse(
+    req,
+    {
+      size: stat.size,
+      mtime: stat.mtime ?? new Date(0),
+      etag: `"${stat.size.toString(16)}-${
+        (stat.mtime?.getTime() ?? 0).toString(16)
+      }"`,
+    },
+    type,
+    (start, end) => openLocalRange(file, start, end),
+    {
+      cacheControl: hashed ? "public, max-age=31536000, immutable" : "no-cache",
+      headers: { "X-Content-Type-Options": "nosniff" },
+    },
+  );
+}
+
+function missingStatic(path: string): NotFoundError {
+  const shown = path.length > 80 ? `${path.slice(0, 80)}...` : path;
+  return new NotFoundError(`There is no static file "${shown}".`);
+}
+
+if (import.meta.main) {
+  const manifest = await buildAssets({ force: Deno.args.includes("--force") });
+  console.log(
+    `assets: ${manifest.script} and ${manifest.style} (${manifest.islands.length} islands: ${
+      manifest.islands.join(", ")
+    })`,
+  );
+}

@@ -1,0 +1,157 @@
+/**
+ * Carries recording changes committed by other instances into this
+ * process's {@link LiveHub}. Every commit rewrites ["change_head"] and adds
+ * an entry to the change log (["change", seq], `{id, at}`); this feed
+ * watches the head, reads the log entries it has not seen yet, loads those
+ * recordings and publishes them. `kv.watch` may skip intermediate values,
+ * so the log (not the head) says what changed.
+ *
+ * With a local KV file only one process writes, and it publishes its own
+ * changes, so the feed is only started for a remote KV (KV Connect URL).
+ */
+
+import { type AppContext, isRemoteKv } from "./context.ts";
+import {
+  type ChangeEntry,
+  changeHeadKey,
+  changeKey,
+  changePrefix,
+  type Recording,
+  recordingKey,
+} from "./kv_keys.ts";
+
+/** Log entries this much older than the newest one seen are read again (clock skew, slow commits). */
+const OVERLAP_MS = 5_000;
+/** Recordings whose last published version is remembered (to skip repeats). */
+const MAX_REMEMBERED = 10_000;
+const MIN_RETRY_MS = 250;
+const MAX_RETRY_MS = 10_000;
+
+/** Settings of {@link startLiveFeed}. */
+export interface LiveFeedOptions {
+  /** Start even with a local KV (tests, or several handles on one file). */
+  force?: boolean;
+}
+
+/** What makes two versions of a recording look different on a page. */
+function fingerprint(rec: Recording): string {
+  return JSON.stringify([
+    rec.updatedAt,
+    rec.status,
+    rec.chunksReceived,
+    rec.bytesReceived,
+    rec.progress,
+    rec.stage,
+    rec.error,
+    rec.files,
+    rec.deleted,
+  ]);
+}
+
+function seqFloor(at: number): string {
+  return Math.max(0, at).toString().padStart(15, "0");
+}
+
+/**
+ * Starts the cross-instance feed when `ctx.config.kvPath` is remote (or
+ * `force` is set) and returns a function that stops it and resolves once it
+ * has stopped. With a local KV it starts nothing.
+ */
+export function startLiveFeed(
+  ctx: AppContext,
+  options: LiveFeedOptions = {},
+): () => Promise<void> {
+  if (!options.force && !isRemoteKv(ctx.config.kvPath)) {
+    return () => Promise.resolve();
+  }
+  const startedAt = Date.now();
+  const seen = new Map<string, number>();
+  const published = new Map<string, { at: number; print: string }>();
+  let newestAt = startedAt;
+  let stopped = false;
+  let reader: ReadableStreamDefaultReader<unknown> | undefined;
+  let wakeRetry: (() => void) | undefined;
+
+  function remember(rec: Recording) {
+    published.delete(rec.id);
+    published.set(rec.id, { at: rec.updatedAt, print: fingerprint(rec) });
+    if (published.size > MAX_REMEMBERED) {
+      published.delete(published.keys().next().value!);
+    }
+  }
+  const unsubscribe = ctx.live.subscribe(remember);
+
+  async function catchUp() {
+    const ids: string[] = [];
+    const iter = ctx.kv.list<ChangeEntry>({
+      prefix: changePrefix(),
+      start: changeKey(seqFloor(newestAt - OVERLAP_MS)),
+    });
+    for await (const entry of iter) {
+      const seq = String(entry.key[1]);
+      if (seen.has(seq)) continue;
+      seen.set(seq, entry.value.at);
+      newestAt = Math.max(newestAt, entry.value.at);
+      if (entry.value.at < startedAt) continue;
+      if (!ids.includes(entry.value.id)) ids.push(entry.value.id);
+    }
+    for (const [seq, at] of seen) {
+      if (at < newestAt - 2 * OVERLAP_MS) seen.delete(seq);
+    }
+    for (let i = 0; i < ids.length && !stopped; i += 10) {
+      const entries = await ctx.kv.getMany<Recording[]>(
+        ids.slice(i, i + 10).map((id) => recordingKey(id)),
+      );
+      for (const { value: rec } of entries) {
+        if (!rec || stopped) continue;
+        const last = published.get(rec.id);
+        if (
+          last && (last.at > rec.updatedAt || last.print === fingerprint(rec))
+        ) continue;
+        ctx.live.publish(rec);
+      }
+    }
+  }
+
+  function pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wakeRetry = undefined;
+        resolve();
+      }
+      wakeRetry = done;
+    });
+  }
+
+  async function run() {
+    let failures = 0;
+    while (!stopped) {
+      try {
+        reader = ctx.kv.watch([changeHeadKey()]).getReader();
+        while (!stopped) {
+          const { done } = await reader.read();
+          if (done || stopped) break;
+          await catchUp();
+          failures = 0;
+        }
+      } catch (err) {
+        if (stopped) break;
+        console.error("live feed: watching the change log failed:", err);
+      }
+      if (stopped) break;
+      failures++;
+      await pause(Math.min(MAX_RETRY_MS, MIN_RETRY_MS * 2 ** failures));
+    }
+  }
+
+  const running = run();
+  return async () => {
+    stopped = true;
+    unsubscribe();
+    wakeRetry?.();
+    await reader?.cancel().catch(() => {});
+    await running;
+  };
+}
