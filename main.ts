@@ -15,6 +15,7 @@ import {
 import { AppError } from "./lib/errors.ts";
 import { type FfmpegTools, resolveTools } from "./lib/ffmpeg.ts";
 import { JobWorker } from "./lib/jobs.ts";
+import { startLiveFeed } from "./lib/live_feed.ts";
 import { runSweep } from "./lib/maintenance.ts";
 import { apiRoutes } from "./routes/api.ts";
 import { liveRoutes } from "./routes/live.ts";
@@ -126,6 +127,7 @@ export async function startService(config: Config): Promise<Service> {
   const ctx = await openContext(config);
   await runSweep(ctx, { orphans: !isRemoteKv(config.kvPath) });
   const app = createApp(ctx);
+  const stopFeed = startLiveFeed(ctx);
   let worker: JobWorker | undefined;
   if (config.runWorker) {
     worker = new JobWorker(ctx, tools);
@@ -138,6 +140,7 @@ export async function startService(config: Config): Promise<Service> {
     worker,
     async close() {
       await worker?.stop();
+      await stopFeed();
       closeContext(ctx);
     },
   };

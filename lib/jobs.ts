@@ -47,7 +47,7 @@ export class JobWorker {
   #controllers = new Map<string, AbortController>();
   #timer?: ReturnType<typeof setTimeout>;
   #stopped = true;
-  #ticking = false;
+  #ticking?: Promise<void>;
   #again = false;
   #watch?: ReadableStreamDefaultReader<unknown>;
 
@@ -86,6 +86,7 @@ export class JobWorker {
     clearTimeout(this.#timer);
     await this.#watch?.cancel().catch(() => {});
     for (const c of this.#controllers.values()) c.abort();
+    await this.#ticking;
     await Promise.allSettled([...this.#running.values()]);
   }
 
@@ -96,16 +97,15 @@ export class JobWorker {
       this.#again = true;
       return;
     }
-    this.#ticking = true;
-    this.#tick().catch((err) => console.error("job worker:", err)).finally(
-      () => {
-        this.#ticking = false;
-        if (this.#again) {
-          this.#again = false;
-          this.wake();
-        }
-      },
-    );
+    this.#ticking = this.#tick().catch((err) => {
+      if (!this.#stopped) console.error("job worker:", err);
+    }).finally(() => {
+      this.#ticking = undefined;
+      if (this.#again) {
+        this.#again = false;
+        this.wake();
+      }
+    });
   }
 
   /** How many jobs this worker is running. */

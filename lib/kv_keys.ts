@@ -80,6 +80,8 @@ export interface Recording {
   uploadLength?: number;
   /** tus Upload-Metadata (filename, filetype, ...), decoded. */
   metadata?: Record<string, string>;
+  /** Set once the recording's first bytes were seen to be WebM/MP4. */
+  mediaChecked?: boolean;
   /** How the recording arrives: the SPEC.md API or tus. */
   protocol?: "api" | "tus";
 }
@@ -96,6 +98,8 @@ export interface ChunkEntry {
   /** Whether the client gave the index. */
   explicit: boolean;
   at: number;
+  /** Base64 of the first (up to 16) bytes, kept for the first few chunks. */
+  head?: string;
 }
 
 /** States of a processing job. */

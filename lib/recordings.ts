@@ -253,11 +253,8 @@ export async function commitChunk(
         );
       }
       const index = options.index ?? rec.nextIndex;
-      if (index === 0 && !looksLikeMedia(stored.head)) {
-        throw new UnsupportedMediaError(
-          "The first chunk is not a WebM/Matroska or MP4 recording (no EBML header or ftyp box); send the recording's own bytes from the start.",
-        );
-      }
+      const mediaChecked = rec.mediaChecked ||
+        await checkRecordingStart(ctx, id, index, stored.head);
       const existing = known ??
         (attempt > 0
           ? await ctx.kv.get<ChunkEntry>(chunkKey(id, index))
@@ -281,6 +278,7 @@ export async function commitChunk(
         sha256: stored.sha256,
         explicit: options.index !== undefined,
         at: now,
+        head: index < HEAD_CHUNKS ? toBase64(stored.head) : undefined,
       };
       const next: Recording = {
         ...rec,
@@ -290,6 +288,7 @@ export async function commitChunk(
         lastChunkAt: now,
         updatedAt: now,
         mimeType: rec.mimeType ?? cleanMime(options.contentType),
+        mediaChecked: mediaChecked || undefined,
       };
       const atomic = ctx.kv.atomic()
         .check(recEntry)
@@ -333,6 +332,67 @@ export async function appendChunk(
     ctx.config.maxChunkBytes,
   );
   return await commitChunk(ctx, id, stored, input);
+}
+
+/** Chunks whose first bytes are kept, to judge a recording's start. */
+const HEAD_CHUNKS = 8;
+
+function toBase64(bytes: Uint8Array): string {
+  return (bytes as unknown as { toBase64(): string }).toBase64();
+}
+
+function fromBase64(text: string): Uint8Array {
+  return (Uint8Array as unknown as { fromBase64(s: string): Uint8Array })
+    .fromBase64(text);
+}
+
+/**
+ * Judges the first bytes of a recording once enough of them are held (a
+ * browser's first chunk can be a single byte). Returns true when they are a
+ * WebM/Matroska or MP4 start, false while undecided, and throws a 415 when
+ * they are something else.
+ */
+async function checkRecordingStart(
+  ctx: AppContext,
+  id: string,
+  index: number,
+  head: Uint8Array,
+): Promise<boolean> {
+  if (index >= HEAD_CHUNKS) return false;
+  const others = await ctx.kv.getMany<ChunkEntry[]>(
+    Array.from({ length: HEAD_CHUNKS }, (_, i) => chunkKey(id, i)),
+  );
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for (let i = 0; i < HEAD_CHUNKS && length < 8; i++) {
+    const part = i === index
+      ? head
+      : others[i].value?.head
+      ? fromBase64(others[i].value!.head!)
+      : undefined;
+    if (!part) break;
+    parts.push(part);
+    length += part.length;
+  }
+  const prefix = new Uint8Array(length);
+  let offset = 0;
+  for (const p of parts) {
+    prefix.set(p, offset);
+    offset += p.length;
+  }
+  if (looksLikeMedia(prefix)) return true;
+  if (length < 8 && isMediaPrefix(prefix)) return false;
+  throw new UnsupportedMediaError(
+    "The recording does not start like a WebM/Matroska or MP4 file (no EBML header or ftyp box); send the recording's own bytes from the start.",
+  );
+}
+
+/** Whether a start too short to judge could still become a media header. */
+function isMediaPrefix(prefix: Uint8Array): boolean {
+  const ebml = [0x1a, 0x45, 0xdf, 0xa3];
+  const ftyp = [0x66, 0x74, 0x79, 0x70];
+  return prefix.every((b, i) => i >= 4 || b === ebml[i]) ||
+    prefix.every((b, i) => i < 4 || b === ftyp[i - 4]);
 }
 
 /** Whether bytes start like a WebM/Matroska (EBML) or MP4 (ftyp) file. */

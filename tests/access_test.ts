@@ -268,3 +268,51 @@ Deno.test("access: a chunked body over MAX_CHUNK_BYTES gets 413 without the serv
     assert.equal(st.chunks_received, 0);
   });
 });
+
+Deno.test("access: a first chunk too short to judge (a browser's 1-byte chunk) is held until the start can be checked", async () => {
+  await withServer({}, async ({ url }) => {
+    const webm = await createSession(url);
+    const one = await sendChunk(url, webm, new Uint8Array([0x1a]), 0);
+    assert.equal(one.status, 200);
+    await one.body?.cancel();
+    const rest = mediaBytes(200).slice(1);
+    const two = await sendChunk(url, webm, rest, 1);
+    assert.equal(two.status, 200);
+    await two.body?.cancel();
+
+    const mp4 = await createSession(url);
+    const first = await sendChunk(
+      url,
+      mp4,
+      new Uint8Array([0, 0, 0, 24, 0x66]),
+      0,
+    );
+    assert.equal(first.status, 200);
+    await first.body?.cancel();
+    const second = await sendChunk(
+      url,
+      mp4,
+      new TextEncoder().encode("typisom..."),
+      1,
+    );
+    assert.equal(second.status, 200);
+    await second.body?.cancel();
+
+    const bad = await createSession(url);
+    const tiny = await sendChunk(url, bad, new TextEncoder().encode("<"), 0);
+    assert.equal(tiny.status, 200);
+    await tiny.body?.cancel();
+    await expectError(
+      await sendChunk(
+        url,
+        bad,
+        new TextEncoder().encode("html>hello</html>"),
+        1,
+      ),
+      415,
+      /does not start like/,
+    );
+    const st = await (await fetch(`${url}/check_status/${bad}/`)).json();
+    assert.equal(st.chunks_received, 1);
+  });
+});
