@@ -61,6 +61,10 @@ export function errorResponse(err: Error, c: Context): Response {
 /** Builds the app for one instance's services. */
 export function createApp(ctx: AppContext): Hono {
   const app = new Hono({ strict: false });
+  app.use("*", async (c, next) => {
+    await next();
+    c.res.headers.set("X-Content-Type-Options", "nosniff");
+  });
   app.use("/files", tusMiddleware(ctx));
   app.use("/files/*", tusMiddleware(ctx));
   app.use(

@@ -151,3 +151,26 @@ export function clientAddress(
   }
   return remote ?? "unknown";
 }
+
+/**
+ * The Set-Cookie value that keeps an API key for the dashboard pages
+ * (HttpOnly, SameSite=Strict), or the one that clears it when `key` is empty.
+ */
+export function apiKeyCookie(key: string, secure: boolean): string {
+  const attrs = `Path=/; HttpOnly; SameSite=Strict${secure ? "; Secure" : ""}`;
+  return key
+    ? `${KEY_COOKIE}=${encodeURIComponent(key)}; Max-Age=2592000; ${attrs}`
+    : `${KEY_COOKIE}=; Max-Age=0; ${attrs}`;
+}
+
+/**
+ * Checks a key typed on the login page; returns its cookie or throws a 401.
+ */
+export function logIn(config: Config, key: string, secure: boolean): string {
+  if (!isValidApiKey(config, key.trim())) {
+    throw new UnauthorizedError(
+      "That API key is not valid; check the key you were given.",
+    );
+  }
+  return apiKeyCookie(key.trim(), secure);
+}

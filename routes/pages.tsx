@@ -1,4 +1,5 @@
 import { type Context, Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import type { VNode } from "preact";
 import { renderToString } from "preact-render-to-string";
 import { Island } from "../components/island.tsx";
@@ -6,7 +7,12 @@ import { Layout, type Section } from "../components/layout.tsx";
 import Dashboard from "../islands/dashboard.tsx";
 import Recorder from "../islands/recorder.tsx";
 import RecordingDetail from "../islands/recording_detail.tsx";
-import { requireApiKey } from "../lib/access.ts";
+import {
+  apiKeyCookie,
+  apiKeysEnabled,
+  logIn,
+  requireApiKey,
+} from "../lib/access.ts";
 import {
   type AssetManifest,
   ensureAssets,
@@ -18,7 +24,7 @@ import {
   loadRecordingView,
   parsePageQuery,
 } from "../lib/dashboard.ts";
-import { AppError } from "../lib/errors.ts";
+import { AppError, TooLargeError } from "../lib/errors.ts";
 import { shortId } from "../lib/format.ts";
 import { authorizeView } from "../lib/recordings.ts";
 
@@ -76,7 +82,9 @@ async function errorPage(err: Error, c: Context): Promise<Response> {
             : "The server hit an unexpected error. Try again in a moment."}
         </p>
         <p>
-          <a href="/">Back to the recordings</a>
+          {status === 401
+            ? <a href="/login">Log in with an API key</a>
+            : <a href="/">Back to the recordings</a>}
         </p>
       </section>
     ),
@@ -145,6 +153,72 @@ export function pageRoutes(ctx: AppContext): Hono {
       ),
     });
   });
+
+  const loginPage = async (message?: string) =>
+    html({
+      title: "Log in",
+      section: "none",
+      assets: await ensureAssets(),
+      body: (
+        <section class="login">
+          <h1>Log in</h1>
+          {message && <p class="error" id="error-message">{message}</p>}
+          <form method="post" action="/login">
+            <label>
+              API key <input type="password" name="key" required autofocus />
+            </label>
+            <button type="submit" class="button">Log in</button>
+          </form>
+        </section>
+      ),
+    }, message ? 401 : 200);
+
+  pages.get(
+    "/login",
+    () =>
+      apiKeysEnabled(ctx.config)
+        ? loginPage()
+        : new Response(null, { status: 303, headers: { Location: "/" } }),
+  );
+
+  pages.post(
+    "/login",
+    bodyLimit({
+      maxSize: 8 * 1024,
+      onError: () => {
+        throw new TooLargeError("The login form is too large.");
+      },
+    }),
+    async (c) => {
+      const form: Record<string, unknown> = await c.req.parseBody().catch(
+        () => ({}),
+      );
+      const key = typeof form.key === "string" ? form.key.slice(0, 500) : "";
+      const secure = new URL(c.req.url).protocol === "https:";
+      try {
+        const cookie = logIn(ctx.config, key, secure);
+        return new Response(null, {
+          status: 303,
+          headers: { Location: "/", "Set-Cookie": cookie },
+        });
+      } catch (err) {
+        if (err instanceof AppError) return loginPage(err.message);
+        throw err;
+      }
+    },
+  );
+
+  pages.get("/logout", (c) =>
+    new Response(null, {
+      status: 303,
+      headers: {
+        Location: "/login",
+        "Set-Cookie": apiKeyCookie(
+          "",
+          new URL(c.req.url).protocol === "https:",
+        ),
+      },
+    }));
 
   pages.get(
     "/static/*",

@@ -379,3 +379,57 @@ Deno.test("pages: the asset build names files by content hash and reuses a build
     assert.equal(name.split(".")[0], hex.slice(0, 20));
   }
 });
+
+Deno.test("pages: with API keys set, /login checks the key and sets an HttpOnly cookie the dashboard accepts", async () => {
+  const server = await startTestServer({
+    RUN_WORKER: "false",
+    API_KEYS: "sesame",
+  });
+  try {
+    const denied = await fetch(`${server.url}/`);
+    assert.equal(denied.status, 401);
+    assert.match(await denied.text(), /href="\/login"/);
+
+    const form = await fetch(`${server.url}/login`);
+    assert.equal(form.status, 200);
+    assert.match(form.headers.get("content-type") ?? "", /text\/html/);
+    assert.match(await form.text(), /<form method="post" action="\/login"/);
+
+    const wrong = await fetch(`${server.url}/login`, {
+      method: "POST",
+      body: new URLSearchParams({ key: "open" }),
+      redirect: "manual",
+    });
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.headers.get("set-cookie"), null);
+    assert.match(await wrong.text(), /not valid/);
+
+    const right = await fetch(`${server.url}/login`, {
+      method: "POST",
+      body: new URLSearchParams({ key: "sesame" }),
+      redirect: "manual",
+    });
+    assert.equal(right.status, 303);
+    await right.body?.cancel();
+    const cookie = right.headers.get("set-cookie") ?? "";
+    assert.match(cookie, /^tapedeck_key=sesame;/);
+    assert.match(cookie, /HttpOnly/);
+    assert.match(cookie, /SameSite=Strict/);
+
+    const allowed = await fetch(`${server.url}/`, {
+      headers: { cookie: cookie.split(";")[0] },
+    });
+    assert.equal(allowed.status, 200);
+    assert.equal(allowed.headers.get("x-content-type-options"), "nosniff");
+    await allowed.body?.cancel();
+
+    const huge = await fetch(`${server.url}/login`, {
+      method: "POST",
+      body: new URLSearchParams({ key: "x".repeat(20_000) }),
+    });
+    assert.equal(huge.status, 413);
+    await huge.body?.cancel();
+  } finally {
+    await server.close();
+  }
+});
