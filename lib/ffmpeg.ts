@@ -144,6 +144,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** The run is killed after this long. */
   timeoutMs?: number;
+  /** Bytes fed to ffmpeg's standard input (`-i pipe:0`). */
+  input?: ReadableStream<Uint8Array>;
 }
 
 function lastLines(text: string, n = 3): string {
@@ -186,7 +188,7 @@ export async function runFfmpeg(
       : [tools.ffmpeg, fullArgs];
     child = new Deno.Command(command, {
       args,
-      stdin: "null",
+      stdin: options.input ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -215,6 +217,9 @@ export async function runFfmpeg(
   options.signal?.addEventListener("abort", onAbort);
   if (options.signal?.aborted) onAbort();
 
+  const feeding = options.input
+    ? options.input.pipeTo(child.stdin).catch(() => {})
+    : Promise.resolve();
   const readProgress = (async () => {
     let buf = "";
     for await (
@@ -244,6 +249,7 @@ export async function runFfmpeg(
       child.status,
       readProgress,
       readErrors,
+      feeding,
     ]);
     if (killedFor) {
       throw new FfmpegError(`ffmpeg was stopped because ${killedFor}`);

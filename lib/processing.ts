@@ -13,7 +13,7 @@ import {
   runFfmpeg,
 } from "./ffmpeg.ts";
 import type { MediaFacts } from "./kv_keys.ts";
-import { listChunks } from "./recordings.ts";
+import { listChunks, openChunkStream } from "./recordings.ts";
 
 /** Video codecs the MP4 container holds as they are. */
 const MP4_VIDEO = new Set(["h264", "hevc", "vp9", "av1"]);
@@ -30,6 +30,9 @@ export interface ProcessingOutput {
   media: MediaFacts;
   durationS: number;
 }
+
+/** How much of the recording's start is probed for its codecs. */
+const PROBE_BYTES = 2 * 1024 * 1024;
 
 /** Progress of a processing run: `fraction` from 0 to 1 and a stage name. */
 export type ProgressCallback = (fraction: number, stage: string) => void;
@@ -89,22 +92,24 @@ export async function processRecording(
   const timeoutMs = ctx.config.ffmpegTimeoutMs;
   const work = await ctx.storage.makeWorkDir(id);
   try {
-    report(0.01, "assembling");
+    report(0.01, "probing");
     const chunks = await listChunks(ctx, id);
     if (chunks.length === 0) {
       throw new BadRecordingError("The recording has no chunks to process.");
     }
-    const firstPath = `${work}/first.bin`;
-    await ctx.storage.assemble(id, [chunks[0].file], firstPath);
-    const ext = sniffExtension(await readHead(firstPath, 16));
-    const source = `${work}/source.${ext}`;
-    await ctx.storage.assemble(id, chunks.map((c) => c.file), source);
-    options.signal?.throwIfAborted();
-
-    report(0.05, "probing");
+    const headFiles: string[] = [];
+    let headBytes = 0;
+    for (const c of chunks) {
+      if (headFiles.length > 0 && headBytes + c.size > PROBE_BYTES) break;
+      headFiles.push(c.file);
+      headBytes += c.size;
+    }
+    const headPath = `${work}/head.bin`;
+    await ctx.storage.assemble(id, headFiles, headPath);
+    const ext = sniffExtension(await readHead(headPath, 16));
     let probed: ProbeResult;
     try {
-      probed = await probe(tools, source, { timeoutMs });
+      probed = await probe(tools, headPath, { timeoutMs });
     } catch (err) {
       if (err instanceof FfmpegError) {
         throw new BadRecordingError(
@@ -120,50 +125,21 @@ export async function processRecording(
         "The uploaded data holds no audio or video stream.",
       );
     }
+    options.signal?.throwIfAborted();
 
     const fitsWebm = (!video || WEBM_VIDEO.has(video.codec_name ?? "")) &&
       (!audio || WEBM_AUDIO.has(audio.codec_name ?? ""));
     const seekableName = `${id}.${fitsWebm ? "webm" : "mkv"}`;
     const seekable = `${work}/${seekableName}`;
-    report(0.1, "remuxing");
-    await runFfmpeg(tools, [
-      "-protocol_whitelist",
-      "file",
-      "-fflags",
-      "+genpts",
-      "-i",
-      fileUrl(source),
-      "-map",
-      "0:v:0?",
-      "-map",
-      "0:a:0?",
-      "-c",
-      "copy",
-      "-f",
-      fitsWebm ? "webm" : "matroska",
-      fileUrl(seekable),
-    ], { signal: options.signal, timeoutMs });
-
-    const remuxed = await probe(tools, seekable, { timeoutMs });
-    const durationS = Number(remuxed.format?.duration ?? 0) || 0;
-
     const copyVideo = !video || MP4_VIDEO.has(video.codec_name ?? "");
     const copyAudio = !audio || MP4_AUDIO.has(audio.codec_name ?? "");
     const mp4Name = `${id}.mp4`;
     const mp4 = `${work}/${mp4Name}`;
-    const mp4Args = [
-      "-protocol_whitelist",
-      "file",
-      "-i",
-      fileUrl(seekable),
-      "-map",
-      "0:v:0?",
-      "-map",
-      "0:a:0?",
-    ];
-    if (copyVideo) mp4Args.push("-c:v", "copy");
+    const streams = ["-map", "0:v:0?", "-map", "0:a:0?"];
+    const mp4Codecs: string[] = [];
+    if (copyVideo) mp4Codecs.push("-c:v", "copy");
     else {
-      mp4Args.push(
+      mp4Codecs.push(
         "-c:v",
         "libx264",
         "-preset",
@@ -175,9 +151,42 @@ export async function processRecording(
         ...passthroughFlags(tools),
       );
     }
-    if (copyAudio) mp4Args.push("-c:a", "copy");
-    else mp4Args.push("-c:a", "aac", "-b:a", "128k");
-    mp4Args.push(
+    if (copyAudio) mp4Codecs.push("-c:a", "copy");
+    else mp4Codecs.push("-c:a", "aac", "-b:a", "128k");
+
+    // One pass over the chunks, fed to ffmpeg's stdin: the seekable WebM/MKV
+    // (streams copied, duration and cues written) and the faststart MP4.
+    const stage = copyVideo ? "remuxing" : "encoding mp4";
+    const total = chunks.reduce((n, c) => n + c.size, 0);
+    let fed = 0;
+    const input = openChunkStream(ctx, id, chunks.map((c) => c.file))
+      .pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(piece, controller) {
+            fed += piece.length;
+            report(0.05 + 0.85 * (fed / total), stage);
+            controller.enqueue(piece);
+          },
+        }),
+      );
+    report(0.05, stage);
+    await runFfmpeg(tools, [
+      "-protocol_whitelist",
+      "file,pipe",
+      "-fflags",
+      "+genpts",
+      "-f",
+      ext === "mp4" ? "mov" : "matroska",
+      "-i",
+      "pipe:0",
+      ...streams,
+      "-c",
+      "copy",
+      "-f",
+      fitsWebm ? "webm" : "matroska",
+      fileUrl(seekable),
+      ...streams,
+      ...mp4Codecs,
       "-strict",
       "-2",
       "-movflags",
@@ -185,22 +194,10 @@ export async function processRecording(
       "-f",
       "mp4",
       fileUrl(mp4),
-    );
-    const mp4Start = 0.15;
-    const mp4Span = copyVideo ? 0.7 : 0.8;
-    report(mp4Start, copyVideo ? "packaging mp4" : "encoding mp4");
-    await runFfmpeg(tools, mp4Args, {
-      signal: options.signal,
-      timeoutMs,
-      onProgress: (t) => {
-        if (durationS > 0) {
-          report(
-            mp4Start + mp4Span * Math.min(1, t / durationS),
-            copyVideo ? "packaging mp4" : "encoding mp4",
-          );
-        }
-      },
-    });
+    ], { signal: options.signal, timeoutMs, input });
+
+    const remuxed = await probe(tools, seekable, { timeoutMs });
+    const durationS = Number(remuxed.format?.duration ?? 0) || 0;
 
     let poster: string | undefined;
     if (video) {

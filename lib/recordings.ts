@@ -499,22 +499,20 @@ export async function chunkLedger(
   };
 }
 
-/** The recording's bytes as uploaded: every held chunk in index order. */
-export async function openSource(
+/** The given stored chunks of a recording, one after another, as one stream. */
+export function openChunkStream(
   ctx: AppContext,
   id: string,
-): Promise<{ recording: Recording; body: ReadableStream<Uint8Array> }> {
-  const recording = await getRecording(ctx, id);
-  const chunks = await listChunks(ctx, id);
+  files: string[],
+): ReadableStream<Uint8Array> {
   let i = 0;
   let current: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  const body = new ReadableStream<Uint8Array>({
+  return new ReadableStream<Uint8Array>({
     async pull(controller) {
       while (true) {
         if (!current) {
-          if (i >= chunks.length) return controller.close();
-          current = (await ctx.storage.openChunk(id, chunks[i++].file))
-            .getReader();
+          if (i >= files.length) return controller.close();
+          current = (await ctx.storage.openChunk(id, files[i++])).getReader();
         }
         const { done, value } = await current.read();
         if (!done) return controller.enqueue(value);
@@ -525,7 +523,19 @@ export async function openSource(
       await current?.cancel();
     },
   });
-  return { recording, body };
+}
+
+/** The recording's bytes as uploaded: every held chunk in index order. */
+export async function openSource(
+  ctx: AppContext,
+  id: string,
+): Promise<{ recording: Recording; body: ReadableStream<Uint8Array> }> {
+  const recording = await getRecording(ctx, id);
+  const chunks = await listChunks(ctx, id);
+  return {
+    recording,
+    body: openChunkStream(ctx, id, chunks.map((c) => c.file)),
+  };
 }
 
 /** How {@link completeRecording} left things. */
