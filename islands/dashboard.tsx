@@ -1,11 +1,16 @@
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import {
+  type ActionState,
   LiveIndicator,
   type LiveIndicatorState,
   ProgressBar,
+  type RecordingActionName,
+  RecordingActions,
   StatusBadge,
+  useRecordingActions,
 } from "../components/recording_parts.tsx";
+import { ChunkStore, recordingLockName } from "../lib/chunk_store.ts";
 import {
   formatAgo,
   formatBytes,
@@ -34,7 +39,15 @@ function pageQuery(limit: number, cursor: string | null): string {
   return params.toString();
 }
 
-function Row({ rec, now }: { rec: RecordingView; now: number }) {
+interface RowProps {
+  rec: RecordingView;
+  now: number;
+  ready: boolean;
+  action?: ActionState;
+  onAction(rec: RecordingView, action: RecordingActionName): void;
+}
+
+function Row({ rec, now, ready, action, onAction }: RowProps) {
   return (
     <tr data-id={rec.id} data-status={rec.status}>
       <td data-label="Recording">
@@ -69,19 +82,60 @@ function Row({ rec, now }: { rec: RecordingView; now: number }) {
           : <span class="muted">–</span>}
       </td>
       <td data-label="Error" class="error-text" data-field="error">
-        {rec.error ?? ""}
+        {rec.error && <span class="clamp" title={rec.error}>{rec.error}</span>}
+      </td>
+      <td data-label="Actions" class="actions-cell" data-field="actions">
+        <RecordingActions
+          rec={rec}
+          now={now}
+          ready={ready}
+          state={action}
+          onAction={(a) => onAction(rec, a)}
+        />
       </td>
     </tr>
   );
 }
 
-/** Every recording, newest first, a page at a time; rows change live over `/ws`. */
+/**
+ * How many recordings this browser keeps chunks of that no page is
+ * uploading (the recorder resumes them).
+ */
+async function countKeptUploads(): Promise<number> {
+  let store: ChunkStore | undefined;
+  try {
+    store = await ChunkStore.open();
+    const kept = (await store.listRecordings()).filter((r) => !r.leaveOpen);
+    if (kept.length === 0) return 0;
+    const held = new Set(
+      ((await navigator.locks?.query())?.held ?? []).map((l) => l.name),
+    );
+    return kept.filter((r) => !held.has(recordingLockName(r.videoId))).length;
+  } catch {
+    return 0;
+  } finally {
+    store?.close();
+  }
+}
+
+/**
+ * Every recording, newest first, a page at a time; rows change live over
+ * `/ws`. A recording still `recording` can be finished with what was
+ * received, a failed one queued again.
+ */
 export default function Dashboard(props: DashboardProps) {
   const rows = useSignal(props.recordings);
   const live = useSignal<LiveIndicatorState>("static");
   const now = useSignal(props.now);
+  const ready = useSignal(false);
+  const kept = useSignal(0);
+  const actions = useRecordingActions();
 
   useEffect(() => {
+    ready.value = true;
+    countKeptUploads().then((n) => {
+      kept.value = n;
+    });
     let offset = props.now - Date.now();
     const tick = setInterval(() => {
       now.value = Date.now() + offset;
@@ -120,6 +174,15 @@ export default function Dashboard(props: DashboardProps) {
         <h1>Recordings</h1>
         <LiveIndicator state={live.value} />
       </div>
+      {kept.value > 0 && (
+        <p class="warning" id="kept-uploads">
+          This browser keeps chunks of {kept.value} recording
+          {kept.value === 1 ? "" : "s"}{" "}
+          that are not all on the server yet (the page recording it closed).
+          {" "}
+          <a href="/record">Open the recorder</a> to upload them.
+        </p>
+      )}
       {list.length === 0
         ? (
           <p class="empty" id="empty">
@@ -128,29 +191,35 @@ export default function Dashboard(props: DashboardProps) {
           </p>
         )
         : (
-          <table class="recordings" id="recordings">
-            <thead>
-              <tr>
-                <th scope="col">Recording</th>
-                <th scope="col">Status</th>
-                <th scope="col" class="num">Received</th>
-                <th scope="col" class="num">Chunks</th>
-                <th scope="col">Last chunk</th>
-                <th scope="col" class="num">Duration</th>
-                <th scope="col">Progress</th>
-                <th scope="col">Error</th>
-              </tr>
-            </thead>
-            <tbody>
-              {list.map((rec) => (
-                <Row
-                  key={rec.id}
-                  rec={rec}
-                  now={now.value}
-                />
-              ))}
-            </tbody>
-          </table>
+          <div class="table-wrap">
+            <table class="recordings" id="recordings">
+              <thead>
+                <tr>
+                  <th scope="col">Recording</th>
+                  <th scope="col">Status</th>
+                  <th scope="col" class="num">Received</th>
+                  <th scope="col" class="num">Chunks</th>
+                  <th scope="col">Last chunk</th>
+                  <th scope="col" class="num">Duration</th>
+                  <th scope="col">Progress</th>
+                  <th scope="col">Error</th>
+                  <th scope="col">Actions</th>
+                </tr>
+              </thead>
+              <tbody>
+                {list.map((rec) => (
+                  <Row
+                    key={rec.id}
+                    rec={rec}
+                    now={now.value}
+                    ready={ready.value}
+                    action={actions.states.value[rec.id]}
+                    onAction={(r, a) => actions.run(r, a, now.value)}
+                  />
+                ))}
+              </tbody>
+            </table>
+          </div>
         )}
       <nav class="pager" aria-label="Pages">
         {props.cursor && <a href={`/?limit=${props.limit}`}>← Newest</a>}

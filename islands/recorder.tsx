@@ -2,13 +2,22 @@
 import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
 import {
+  type ChunkSink,
   ChunkUploader,
   completeSession,
   createSession,
   pickMimeType,
   type Session as UploadSession,
   type UploadProgress,
+  Waker,
 } from "../lib/chunk_uploader.ts";
+import {
+  ChunkStore,
+  holdRecordingLock,
+  type PendingUpload,
+  ResumeQueue,
+} from "../lib/chunk_store.ts";
+import { PendingUploadList } from "../components/recording_parts.tsx";
 import { formatBytes, formatDuration } from "../lib/format.ts";
 
 /** Props of the recorder. */
@@ -42,6 +51,18 @@ interface Session {
   tracks: MediaStreamTrack[];
   audio?: AudioContext;
   timer?: ReturnType<typeof setInterval>;
+  /** The browser keeps this recording's chunks (IndexedDB) until acknowledged. */
+  kept: boolean;
+  /** Releases the recording's Web Lock (so a resume may take it over). */
+  releaseLock(): void;
+}
+
+/** Detail of the `tapedeck:chunk` event sent on `window` for every chunk. */
+export interface ChunkEventDetail {
+  videoId: string;
+  index: number;
+  size: number;
+  blob: Blob;
 }
 
 function supportProblem(): string | null {
@@ -132,6 +153,10 @@ function stopRecorder(recorder: MediaRecorder): Promise<void> {
   });
 }
 
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 function release(session: Session): void {
   clearInterval(session.timer);
   if (session.recorder.state !== "inactive") session.recorder.stop();
@@ -144,6 +169,13 @@ function release(session: Session): void {
  * and uploads it through the public API while recording: POST /create/, one
  * POST /add_data/<id>/ per chunk with its `X-Chunk-Index`, then
  * POST /complete_job/<id>/, and opens the recording's page.
+ *
+ * Every chunk is kept in IndexedDB (lib/chunk_store.ts) until the server
+ * acknowledged it. When the page opens, it resumes by itself the upload of
+ * every recording a closed, reloaded or crashed page left unfinished, and
+ * lists them; waiting retries go at once when the browser is back online.
+ * Each chunk, once kept, is also announced as a `tapedeck:chunk` event on
+ * `window` ({@link ChunkEventDetail}).
  */
 export default function Recorder({ timesliceMs }: RecorderProps) {
   const ready = useSignal(false);
@@ -156,29 +188,100 @@ export default function Recorder({ timesliceMs }: RecorderProps) {
   const videoId = useSignal<string | null>(null);
   const upload = useSignal<UploadProgress | null>(null);
   const elapsedMs = useSignal(0);
+  const online = useSignal(true);
+  const keepProblem = useSignal<string | null>(null);
+  const pending = useSignal<PendingUpload[]>([]);
   const session = useRef<Session | null>(null);
   const preview = useRef<HTMLVideoElement>(null);
+  const store = useRef<ChunkStore | null>(null);
+  const queue = useRef<ResumeQueue | null>(null);
+  const waker = useRef(new Waker());
+  /** The recording this page is uploading itself (not resumed). */
+  const liveId = useRef<string | null>(null);
 
   useEffect(() => {
     problem.value = supportProblem();
-    ready.value = true;
+    online.value = navigator.onLine;
+    let closed = false;
+    const rescan = () => {
+      queue.current?.scan().catch(() => {});
+    };
+    const onOnline = () => {
+      online.value = true;
+      waker.current.wake();
+      rescan();
+    };
+    const onOffline = () => {
+      online.value = false;
+    };
+    const onVisible = () => {
+      if (document.visibilityState === "visible") rescan();
+    };
     const warn = (event: BeforeUnloadEvent) => {
       if (phase.value === "recording" || phase.value === "finishing") {
         event.preventDefault();
       }
     };
+    addEventListener("online", onOnline);
+    addEventListener("offline", onOffline);
     addEventListener("beforeunload", warn);
+    document.addEventListener("visibilitychange", onVisible);
+    ChunkStore.open().then((opened) => {
+      if (closed) return opened.close();
+      store.current = opened;
+      queue.current = new ResumeQueue(opened, {
+        baseUrl: location.origin,
+        waker: waker.current,
+        isOwn: (id) => id === liveId.current,
+        onChange(items) {
+          pending.value = items;
+        },
+      });
+      rescan();
+    }).catch((err) => {
+      keepProblem.value =
+        `This browser cannot keep chunks (${err.message}): if this page closes while recording, what was not uploaded yet is lost.`;
+    }).finally(() => {
+      ready.value = true;
+    });
     return () => {
+      closed = true;
+      removeEventListener("online", onOnline);
+      removeEventListener("offline", onOffline);
       removeEventListener("beforeunload", warn);
+      document.removeEventListener("visibilitychange", onVisible);
       if (session.current) release(session.current);
+      queue.current?.close();
+      store.current?.close();
     };
   }, []);
+
+  /**
+   * Gives a recording this page can no longer upload itself to the resume
+   * list: once every chunk it has is kept, it drops its lock and rescans.
+   */
+  async function handOver(current: Session, ended: Promise<void>) {
+    await Promise.race([ended, sleep(3000)]);
+    current.uploader.flush();
+    await current.uploader.kept();
+    current.uploader.abort();
+    if (liveId.current === current.upload.videoId) liveId.current = null;
+    current.releaseLock();
+    if (current.kept) {
+      await queue.current?.scan(current.upload.videoId).catch(() => {});
+    }
+  }
 
   function fail(message: string) {
     error.value = message;
     phase.value = "error";
     if (preview.current) preview.current.srcObject = null;
-    if (session.current) release(session.current);
+    const current = session.current;
+    if (current) {
+      const ended = stopRecorder(current.recorder);
+      release(current);
+      handOver(current, ended);
+    }
   }
 
   async function start() {
@@ -205,13 +308,50 @@ export default function Recorder({ timesliceMs }: RecorderProps) {
       fail(`Could not open a recording session: ${(err as Error).message}`);
       return;
     }
-    videoId.value = opening.videoId;
+    const id = opening.videoId;
+    videoId.value = id;
+    liveId.current = id;
+    let releaseLock = () => {};
+    let sink: ChunkSink | undefined;
+    if (store.current) {
+      try {
+        releaseLock = await holdRecordingLock(id);
+        const now = Date.now();
+        await store.current.saveRecording({
+          videoId: id,
+          uploadToken: opening.uploadToken,
+          mimeType: type,
+          createdAt: now,
+          updatedAt: now,
+          started: false,
+          stopped: false,
+        });
+        sink = store.current.sink(id);
+      } catch (err) {
+        keepProblem.value =
+          `This recording's chunks cannot be kept in the browser (${
+            (err as Error).message
+          }): if this page closes, what was not uploaded yet is lost.`;
+      }
+    }
+    const kept = !!sink;
     const uploader = new ChunkUploader(location.origin, opening, {
+      sink,
+      waker: waker.current,
       onProgress(progress) {
         upload.value = progress;
         if (progress.error && phase.value === "recording") {
           fail(`The upload stopped: ${progress.error}`);
         }
+      },
+      onChunk(index, blob) {
+        const detail: ChunkEventDetail = {
+          videoId: id,
+          index,
+          size: blob.size,
+          blob,
+        };
+        dispatchEvent(new CustomEvent("tapedeck:chunk", { detail }));
       },
     });
     const recorder = new MediaRecorder(
@@ -224,11 +364,16 @@ export default function Recorder({ timesliceMs }: RecorderProps) {
       uploader,
       tracks: opened.tracks,
       audio: opened.audio,
+      kept,
+      releaseLock,
     };
     session.current = current;
     recorder.ondataavailable = (event) => uploader.push(event.data);
     let startedAt = 0;
     recorder.onstart = () => {
+      if (kept) {
+        store.current?.updateRecording(id, { started: true }).catch(() => {});
+      }
       phase.value = "recording";
       current.timer = setInterval(() => {
         elapsedMs.value = performance.now() - startedAt;
@@ -251,15 +396,41 @@ export default function Recorder({ timesliceMs }: RecorderProps) {
     await stopRecorder(current.recorder);
     release(current);
     if (preview.current) preview.current.srcObject = null;
+    const id = current.upload.videoId;
     try {
+      current.uploader.flush();
+      await current.uploader.kept();
+      if (current.kept) {
+        // Best effort: without the flag a resume would still finish it.
+        await store.current?.updateRecording(id, { stopped: true })
+          .catch(() => {});
+      }
       await current.uploader.drain();
-      await completeSession(location.origin, current.upload);
+      await completeSession(location.origin, current.upload, {
+        waker: waker.current,
+      });
     } catch (err) {
       fail(`The upload stopped: ${(err as Error).message}`);
       return;
     }
+    if (current.kept) await store.current?.deleteRecording(id).catch(() => {});
+    liveId.current = null;
+    current.releaseLock();
     phase.value = "done";
     location.assign(`/videos/${current.upload.videoId}`);
+  }
+
+  function pendingAction(
+    id: string,
+    action: "leave-open" | "finish-after" | "finish-now" | "retry" | "discard",
+  ) {
+    const q = queue.current;
+    if (!q) return;
+    if (action === "leave-open") q.setFinish(id, false);
+    else if (action === "finish-after") q.setFinish(id, true);
+    else if (action === "finish-now") q.finishNow(id);
+    else if (action === "retry") q.retry(id);
+    else q.discard(id).catch(() => {});
   }
 
   const busy = phase.value === "starting" || phase.value === "recording" ||
@@ -277,6 +448,11 @@ export default function Recorder({ timesliceMs }: RecorderProps) {
     >
       <h1>Record</h1>
       {problem.value && <p class="error" role="alert">{problem.value}</p>}
+      <PendingUploadList
+        items={pending.value}
+        online={online.value}
+        onAction={pendingAction}
+      />
       <form
         class="recorder-form"
         onSubmit={(event) => {
@@ -370,11 +546,42 @@ export default function Recorder({ timesliceMs }: RecorderProps) {
               : `${((behind * timesliceMs) / 1000).toFixed(0)} s behind`}
           </p>
         )}
+        {!online.value &&
+          (phase.value === "recording" || phase.value === "finishing") && (
+          <p class="warning" id="offline-notice">
+            Offline.{" "}
+            {phase.value === "recording" ? "The recording goes on; its" : "The"}
+            {" "}
+            chunks are kept in this browser and sent as soon as the connection
+            returns.
+          </p>
+        )}
         {progress?.retrying && (
           <p class="warning" id="upload-retry">
             Connection trouble, retrying ({progress.retries} so far):{" "}
             {progress.retrying}
           </p>
+        )}
+        {progress && progress.keptChunks > 0 && behind > 0 &&
+          (phase.value === "recording" || phase.value === "finishing") && (
+          <p
+            class="muted small"
+            id="kept-chunks"
+            data-kept={progress.keptChunks}
+          >
+            {progress.keptChunks} chunk{progress.keptChunks === 1 ? "" : "s"}
+            {" "}
+            kept in this browser until the server has{" "}
+            {progress.keptChunks === 1 ? "it" : "them"}: if this page closes,
+            opening the recorder again uploads{" "}
+            {progress.keptChunks === 1 ? "it" : "them"}.
+          </p>
+        )}
+        {progress?.keepError && (
+          <p class="warning small" id="keep-error">{progress.keepError}</p>
+        )}
+        {keepProblem.value && (
+          <p class="warning small" id="keep-problem">{keepProblem.value}</p>
         )}
         {videoId.value && (
           <p class="small">

@@ -7,7 +7,9 @@ import {
   MediaFactsTable,
   Player,
   ProgressBar,
+  RecordingActions,
   StatusBadge,
+  useRecordingActions,
 } from "../components/recording_parts.tsx";
 import {
   formatAgo,
@@ -25,13 +27,20 @@ export interface RecordingDetailProps {
   now: number;
 }
 
-/** One recording: live counters, then progress, then the player and its files. */
+/**
+ * One recording: live counters, then progress, then the player and its
+ * files. A recording still `recording` can be finished with what was
+ * received, a failed one queued again.
+ */
 export default function RecordingDetail(props: RecordingDetailProps) {
   const rec = useSignal(props.recording);
   const live = useSignal<LiveIndicatorState>("static");
   const now = useSignal(props.now);
+  const ready = useSignal(false);
+  const actions = useRecordingActions();
 
   useEffect(() => {
+    ready.value = true;
     let offset = props.now - Date.now();
     const tick = setInterval(() => {
       now.value = Date.now() + offset;
@@ -124,8 +133,22 @@ export default function RecordingDetail(props: RecordingDetailProps) {
       )}
       {r.status === "recording" && !r.deleted && (
         <p class="notice" id="recording-notice">
-          Recording in progress: the counters above change as chunks arrive.
+          Recording in progress: the counters above change as chunks arrive. If
+          the page recording it was closed before it stopped, finish it to make
+          a video of what was received.
         </p>
+      )}
+      {(r.status === "recording" || r.status === "failed") && !r.deleted && (
+        <div class="detail-actions" id="actions">
+          <RecordingActions
+            rec={r}
+            now={now.value}
+            ready={ready.value}
+            state={actions.states.value[r.id]}
+            onAction={(a) =>
+              actions.run(r, a, now.value)}
+          />
+        </div>
       )}
       {r.status === "processing" && (
         <section class="processing" id="processing">

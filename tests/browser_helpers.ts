@@ -227,3 +227,148 @@ export async function watchRecorderCalls(
   });
   return calls;
 }
+
+/**
+ * What a page recorded, seen from the test: every MediaRecorder
+ * `dataavailable` blob in order, and every chunk the recorder kept with its
+ * index (its `tapedeck:chunk` event). Reported as they happen, so they
+ * survive reloads of the page.
+ */
+export interface RecordedChunks {
+  /** MediaRecorder blobs of every page load, in order (empty ones included). */
+  raw(): Uint8Array[];
+  /** The kept chunks of a recording by index. */
+  kept(videoId: string): Map<number, Uint8Array>;
+}
+
+/** Starts collecting {@link RecordedChunks} for every page of the context. */
+export async function watchRecordedChunks(
+  context: BrowserContext,
+): Promise<RecordedChunks> {
+  const raw: { origin: number; seq: number; bytes: Uint8Array }[] = [];
+  const kept = new Map<string, Map<number, Uint8Array>>();
+  const decode = (b64: string) =>
+    Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  await context.exposeFunction(
+    "reportRawChunk",
+    (origin: number, seq: number, b64: string) => {
+      raw.push({ origin, seq, bytes: decode(b64) });
+    },
+  );
+  await context.exposeFunction(
+    "reportKeptChunk",
+    (videoId: string, index: number, b64: string) => {
+      if (!kept.has(videoId)) kept.set(videoId, new Map());
+      kept.get(videoId)!.set(index, decode(b64));
+    },
+  );
+  await context.addInitScript(() => {
+    const g = globalThis as unknown as {
+      reportRawChunk(origin: number, seq: number, b64: string): void;
+      reportKeptChunk(id: string, index: number, b64: string): void;
+    };
+    const toBase64 = (blob: Blob) =>
+      new Promise<string>((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => {
+          const url = String(reader.result);
+          resolve(url.slice(url.indexOf(";base64,") + 8));
+        };
+        reader.onerror = () => reject(reader.error);
+        reader.readAsDataURL(blob);
+      });
+    let seq = 0;
+    const start = MediaRecorder.prototype.start;
+    MediaRecorder.prototype.start = function (
+      this: MediaRecorder,
+      timeslice?: number,
+    ) {
+      this.addEventListener("dataavailable", (event) => {
+        const n = seq++;
+        toBase64(event.data).then((b64) =>
+          g.reportRawChunk(performance.timeOrigin, n, b64)
+        );
+      });
+      return start.call(this, timeslice);
+    };
+    addEventListener("tapedeck:chunk", (event) => {
+      const detail = (event as CustomEvent).detail as {
+        videoId: string;
+        index: number;
+        blob: Blob;
+      };
+      toBase64(detail.blob).then((b64) =>
+        g.reportKeptChunk(detail.videoId, detail.index, b64)
+      );
+    });
+  });
+  return {
+    raw: () =>
+      raw.slice().sort((a, b) => a.origin - b.origin || a.seq - b.seq)
+        .map((r) => r.bytes),
+    kept: (videoId) => kept.get(videoId) ?? new Map(),
+  };
+}
+
+/**
+ * Records every distinct text the element matching `selector` shows, in
+ * every page of the context (a MutationObserver reports each change), so a
+ * test can check a status that was on screen only briefly.
+ */
+export async function watchText(
+  context: BrowserContext,
+  selector: string,
+): Promise<string[]> {
+  const seen: string[] = [];
+  const name = `reportText${seen.length}${
+    selector.replace(/[^A-Za-z0-9]/g, "")
+  }`;
+  await context.exposeFunction(name, (text: string) => {
+    if (seen.at(-1) !== text) seen.push(text);
+  });
+  await context.addInitScript(([sel, fn]) => {
+    const report =
+      (globalThis as unknown as Record<string, (t: string) => void>)[fn];
+    let last: string | null = null;
+    const check = () => {
+      const text = document.querySelector(sel)?.textContent ?? null;
+      if (text !== null && text !== last) report(text);
+      last = text;
+    };
+    const observe = () =>
+      new MutationObserver(check).observe(document.documentElement, {
+        subtree: true,
+        childList: true,
+        characterData: true,
+      });
+    if (document.documentElement) observe();
+    else addEventListener("DOMContentLoaded", observe);
+  }, [selector, name] as const);
+  return seen;
+}
+
+/** How many records each object store of an IndexedDB database holds, seen from a page. */
+export async function indexedDbCounts(
+  page: import("playwright-core").Page,
+  database: string,
+  stores: string[],
+): Promise<Record<string, number>> {
+  return await page.evaluate(async ([name, names]) => {
+    const db = await new Promise<IDBDatabase>((resolve, reject) => {
+      const req = indexedDB.open(name);
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    const counts: Record<string, number> = {};
+    for (const store of names) {
+      counts[store] = await new Promise<number>((resolve, reject) => {
+        const req = db.transaction(store, "readonly").objectStore(store)
+          .count();
+        req.onsuccess = () => resolve(req.result);
+        req.onerror = () => reject(req.error);
+      });
+    }
+    db.close();
+    return counts;
+  }, [database, stores] as const);
+}
