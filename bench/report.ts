@@ -1,0 +1,584 @@
+/**
+ * Turns the measurements into the targets verdicts and Markdown tables (the
+ * same text is printed on the terminal and kept next to the JSON).
+ */
+
+import type {
+  BigRun,
+  ClosedLoopRun,
+  DiskPhase,
+  ProcessingRun,
+  ReencodeRun,
+  SoakRun,
+  SteadyRun,
+  StepUp,
+} from "./phases.ts";
+import type { LiveSummary } from "./live_probe.ts";
+import type { ServerKind } from "./servers.ts";
+
+/** The machine the bench ran on. */
+export interface MachineInfo {
+  cpu: string;
+  cores: number;
+  ramGiB: number;
+  os: string;
+  kernel: string;
+  deno: string;
+  ffmpeg: string;
+  node: string;
+  peer: Record<string, string>;
+  dataDisk: string;
+}
+
+/** Everything one run measured. */
+export interface BenchResults {
+  mode: "quick" | "full";
+  command: string;
+  startedAt: string;
+  wallS: number;
+  machine: MachineInfo;
+  /** The tapedeck code that was run (folder, commit, local changes). */
+  tree: string;
+  disk?: DiskPhase;
+  closedLoop?: ClosedLoopRun[];
+  steady?: SteadyRun[];
+  stepUp?: StepUp[];
+  processing?: ProcessingRun[];
+  reencode?: ReencodeRun;
+  /** null: the server has no /ws. */
+  live?: { steady50?: LiveSummary | null; processing?: LiveSummary | null };
+  soak?: SoakRun;
+  big?: BigRun;
+  /** Phases that failed, with why. */
+  failures: { phase: string; error: string }[];
+  targets: TargetVerdict[];
+}
+
+/** One target of issue #5 and how this run did. */
+export interface TargetVerdict {
+  target: string;
+  measured: string;
+  verdict: "met" | "missed" | "not run" | "n/a";
+}
+
+/** Formats a number with `digits` decimals, or "n/a". */
+export function fmt(n: number | null | undefined, digits = 1): string {
+  return n === null || n === undefined || !Number.isFinite(n)
+    ? "n/a"
+    : n.toFixed(digits);
+}
+
+function table(head: string[], rows: (string | number)[][]): string {
+  const cells = [head, ...rows.map((r) => r.map(String))];
+  const widths = head.map((_, i) =>
+    Math.max(...cells.map((r) => (r[i] ?? "").length))
+  );
+  const line = (r: string[]) =>
+    `| ${r.map((c, i) => c.padEnd(widths[i])).join(" | ")} |`;
+  return [
+    line(cells[0]),
+    `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`,
+    ...cells.slice(1).map(line),
+  ].join("\n");
+}
+
+/**
+ * CPU used by other processes on the machine during a phase (% of one
+ * core): machine busy minus the server, its ffmpeg children and the client.
+ */
+export function otherCpuPercent(
+  server: {
+    machineCpuPercent: number;
+    cpuPercent: number;
+    childCpuPercent: number;
+  },
+  clientCpuPercent: number,
+): number {
+  return Math.max(
+    0,
+    server.machineCpuPercent - server.cpuPercent - server.childCpuPercent -
+      clientCpuPercent,
+  );
+}
+
+/** Best closed-loop MB/s of a server over the uploader counts tried. */
+export function bestClosedLoop(
+  runs: ClosedLoopRun[] | undefined,
+  kind: ServerKind,
+): ClosedLoopRun | undefined {
+  const mine = (runs ?? []).filter((r) => r.kind === kind && r.errors === 0);
+  return mine.sort((a, b) => b.MBps - a.MBps)[0];
+}
+
+function verdict(ok: boolean): "met" | "missed" {
+  return ok ? "met" : "missed";
+}
+
+/** Judges every target of issue #5 against the measurements. */
+export function judgeTargets(r: BenchResults): TargetVerdict[] {
+  const out: TargetVerdict[] = [];
+  const notRun = (target: string, why = "phase not run") =>
+    out.push({ target, measured: why, verdict: "not run" });
+
+  const n50 = r.steady?.find((s) => s.slots === 50);
+  if (n50) {
+    const l = n50.load.latency;
+    out.push({
+      target: "N=50 steady: p50 < 10 ms, p99 < 50 ms, 0 errors",
+      measured: `${fmt(n50.load.ackedMBps)} MB/s acked; p50 ${
+        fmt(l.p50)
+      } ms, p99 ${fmt(l.p99)} ms, ${n50.load.errors} errors`,
+      verdict: verdict(l.p50 < 10 && l.p99 < 50 && n50.load.errors === 0),
+    });
+  } else notRun("N=50 steady: p50 < 10 ms, p99 < 50 ms, 0 errors");
+
+  const ours = bestClosedLoop(r.closedLoop, "tapedeck");
+  const bare = bestClosedLoop(r.closedLoop, "bare");
+  const tus = bestClosedLoop(r.closedLoop, "tus");
+  if (ours && bare) {
+    const ratio = ours.MBps / bare.MBps;
+    out.push({
+      target: "Saturation >= 80% of the bare Deno append server",
+      measured: `${fmt(ours.MBps)} vs ${fmt(bare.MBps)} MB/s = ${
+        fmt(ratio * 100, 0)
+      }%`,
+      verdict: verdict(ratio >= 0.8),
+    });
+  } else notRun("Saturation >= 80% of the bare Deno append server");
+  if (ours && r.disk) {
+    const ratio = ours.MBps / r.disk.flushed.MBps;
+    out.push({
+      target: "Saturation >= 70% of the disk's flushed write rate",
+      measured: `${fmt(ours.MBps)} vs ${fmt(r.disk.flushed.MBps)} MB/s = ${
+        fmt(ratio * 100, 0)
+      }%`,
+      verdict: verdict(ratio >= 0.7),
+    });
+  } else notRun("Saturation >= 70% of the disk's flushed write rate");
+  if (ours && tus) {
+    const ratio = ours.MBps / tus.MBps;
+    out.push({
+      target: "Saturation >= 1.2x the tus peer's (ours flushed, theirs not)",
+      measured: `${fmt(ours.MBps)} vs ${fmt(tus.MBps)} MB/s = ${
+        fmt(ratio, 2)
+      }x`,
+      verdict: verdict(ratio >= 1.2),
+    });
+  } else notRun("Saturation >= 1.2x the tus peer's");
+
+  const n100 = r.steady?.find((s) => s.slots === 100);
+  if (n100) {
+    out.push({
+      target: "Server RSS < 150 MiB at N=100",
+      measured: `VmHWM ${fmt(n100.server.hwmMiB)} MiB (peak VmRSS ${
+        fmt(n100.server.peakRssMiB)
+      })`,
+      verdict: verdict(n100.server.hwmMiB < 150),
+    });
+  } else notRun("Server RSS < 150 MiB at N=100");
+  if (r.soak) {
+    out.push({
+      target: "No RSS growth over the soak beyond 5 MiB",
+      measured: `${fmt(r.soak.rssEarlyMiB)} -> ${
+        fmt(r.soak.rssLateMiB)
+      } MiB (minute 2 vs last minute) = ${fmt(r.soak.growthMiB)} MiB`,
+      verdict: verdict(r.soak.growthMiB <= 5),
+    });
+  } else notRun("No RSS growth over the soak beyond 5 MiB", "full mode only");
+  if (r.big) {
+    out.push({
+      target: "One 2 GiB upload raises RSS by <= 20 MiB",
+      measured: `${fmt(r.big.rssBeforeMiB)} -> peak ${
+        fmt(r.big.rssPeakMiB)
+      } MiB = +${fmt(r.big.rssDeltaMiB)} MiB (bare Deno server: +${
+        fmt(r.big.peers.find((p) => p.kind === "bare")?.rssDeltaMiB)
+      } MiB)`,
+      verdict: verdict(r.big.rssDeltaMiB <= 20),
+    });
+  } else notRun("One 2 GiB upload raises RSS by <= 20 MiB", "full mode only");
+
+  const copy = r.processing?.find((p) => p.label === "5-min VP9");
+  if (copy) {
+    const ratio = copy.oursMedianS / copy.byHandMedian.sameFilesS;
+    out.push({
+      target: "Stream-copy job within 10% of ffmpeg by hand",
+      measured: `${fmt(copy.oursMedianS, 2)} s vs ${
+        fmt(copy.byHandMedian.sameFilesS, 2)
+      } s (same files) = ${fmt(ratio, 2)}x; vs MP4 alone ${
+        fmt(copy.byHandMedian.mp4OnlyS, 2)
+      } s = ${fmt(copy.oursMedianS / copy.byHandMedian.mp4OnlyS, 2)}x`,
+      verdict: verdict(ratio <= 1.1),
+    });
+  } else notRun("Stream-copy job within 10% of ffmpeg by hand");
+  const hour = r.processing?.find((p) => p.label === "1-hour VP9");
+  if (hour) {
+    out.push({
+      target: "MP4 of a 1-hour VP9 recording ready < 5 s after complete_job",
+      measured: `${fmt(hour.oursMedianS, 2)} s (${hour.files.join(", ")})`,
+      verdict: verdict(
+        hour.oursMedianS < 5 && hour.files.some((f) => f.endsWith(".mp4")),
+      ),
+    });
+  } else notRun("MP4 of a 1-hour VP9 recording ready < 5 s after complete_job");
+  if (r.reencode) {
+    const l = r.reencode.latencyDuringJob;
+    out.push({
+      target: "Ingest p99 < 100 ms while a re-encode runs",
+      measured: `p99 ${fmt(l.p99)} ms over ${l.count} sends in ${
+        fmt(r.reencode.overlapS, 0)
+      } s of re-encode (N=50)`,
+      verdict: verdict(l.p99 < 100 && l.count > 0),
+    });
+  } else notRun("Ingest p99 < 100 ms while a re-encode runs");
+  const live = r.live?.steady50;
+  if (live === null) {
+    out.push({
+      target: "Status change to WebSocket message p99 < 100 ms",
+      measured: "n/a (no /ws)",
+      verdict: "n/a",
+    });
+  } else if (live) {
+    out.push({
+      target: "Status change to WebSocket message p99 < 100 ms",
+      measured: `p99 ${
+        fmt(live.changes.p99)
+      } ms over ${live.changes.count} changes at N=50 (status changes: p99 ${
+        fmt(live.statusChanges.p99)
+      } ms over ${live.statusChanges.count})`,
+      verdict: verdict(live.changes.p99 < 100),
+    });
+  } else notRun("Status change to WebSocket message p99 < 100 ms");
+  return out;
+}
+
+/** The whole report as Markdown. */
+export function renderReport(r: BenchResults): string {
+  const parts: string[] = [];
+  const m = r.machine;
+  parts.push(
+    `Machine: ${m.cpu}, ${m.cores} cores, ${
+      fmt(m.ramGiB)
+    } GiB RAM, ${m.os}, kernel ${m.kernel}; ` +
+      `Deno ${m.deno}, ${m.ffmpeg}, Node ${m.node}, @tus/server ${
+        m.peer["@tus/server"]
+      } + @tus/file-store ${
+        m.peer["@tus/file-store"]
+      }; data disk ${m.dataDisk}.`,
+    `Code: ${r.tree}.`,
+    `Mode: ${r.mode}; command: \`${r.command}\`; started ${r.startedAt}; took ${
+      fmt(r.wallS / 60)
+    } min. Client and servers share the machine; "other CPU %" is what other processes on the machine used meanwhile (% of one core), a noise flag.`,
+  );
+
+  parts.push("### Targets");
+  parts.push(table(
+    ["target", "measured", "verdict"],
+    r.targets.map((t) => [t.target, t.measured, t.verdict]),
+  ));
+
+  if (r.steady?.length) {
+    parts.push(
+      "### Steady load (open loop, tapedeck)\n\nLatency is add_data from its scheduled send time to the 200.",
+    );
+    parts.push(table(
+      [
+        "N",
+        "s",
+        "offered MB/s",
+        "acked MB/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "srv RSS peak MiB",
+        "srv CPU %",
+        "client CPU %",
+        "other CPU %",
+        "client lag p99 ms",
+      ],
+      r.steady.map((s) => [
+        s.slots,
+        s.durationS,
+        fmt(s.load.offeredMBps),
+        fmt(s.load.ackedMBps),
+        fmt(s.load.latency.p50),
+        fmt(s.load.latency.p95),
+        fmt(s.load.latency.p99),
+        fmt(s.load.latency.max, 0),
+        s.load.errors,
+        fmt(s.server.hwmMiB),
+        fmt(s.server.cpuPercent, 0),
+        fmt(s.load.clientCpuPercent, 0),
+        fmt(otherCpuPercent(s.server, s.load.clientCpuPercent), 0),
+        fmt(s.load.clientLagMs.p99),
+      ]),
+    ));
+  }
+
+  if (r.disk || r.closedLoop?.length) {
+    parts.push(
+      "### Saturation (closed loop, 512 KiB chunks back to back) and baselines",
+    );
+    const rows: (string | number)[][] = [];
+    if (r.disk) {
+      for (
+        const [name, d] of [
+          ["disk: 512 KiB write + fdatasync, 1 file", r.disk.flushed],
+          [
+            "disk: new file per 512 KiB + fsync file & dir, 4 writers",
+            r.disk.filePerChunk,
+          ],
+        ] as const
+      ) {
+        rows.push([
+          name,
+          "-",
+          fmt(d.MBps),
+          fmt(d.flushMs.p50),
+          fmt(d.flushMs.p99),
+          0,
+          "-",
+          "-",
+          "-",
+          "-",
+        ]);
+      }
+    }
+    for (const c of r.closedLoop ?? []) {
+      rows.push([
+        c.kind,
+        c.uploaders,
+        fmt(c.MBps),
+        fmt(c.latency.p50),
+        fmt(c.latency.p99),
+        c.errors,
+        fmt(c.server.cpuPercent, 0),
+        fmt(c.server.hwmMiB),
+        fmt(c.clientCpuPercent, 0),
+        fmt(otherCpuPercent(c.server, c.clientCpuPercent), 0),
+      ]);
+    }
+    parts.push(table(
+      [
+        "what",
+        "uploaders",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "srv CPU %",
+        "srv RSS MiB",
+        "client CPU %",
+        "other CPU %",
+      ],
+      rows,
+    ));
+    const ours = bestClosedLoop(r.closedLoop, "tapedeck");
+    const ratios: string[] = [];
+    for (const kind of ["bare", "tus"] as const) {
+      const other = bestClosedLoop(r.closedLoop, kind);
+      if (ours && other) {
+        ratios.push(
+          `ours/${kind} = ${fmt(ours.MBps / other.MBps, 2)}`,
+        );
+      }
+    }
+    if (ours && r.disk) {
+      ratios.push(`ours/disk = ${fmt(ours.MBps / r.disk.flushed.MBps, 2)}`);
+    }
+    if (ratios.length) {
+      parts.push(`Best of each (any uploader count): ${ratios.join("; ")}.`);
+    }
+  }
+
+  for (const s of r.stepUp ?? []) {
+    parts.push(
+      `### Step-up to saturation (open loop, 100 recordings, shorter intervals): ${s.kind}`,
+    );
+    parts.push(table(
+      [
+        "x",
+        "offered MB/s",
+        "acked MB/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "client CPU %",
+        "passed",
+      ],
+      s.steps.map((st) => [
+        st.multiplier,
+        fmt(st.offeredMBps),
+        fmt(st.ackedMBps),
+        fmt(st.latency.p50),
+        fmt(st.latency.p99),
+        fmt(st.latency.max, 0),
+        st.errors,
+        fmt(st.clientCpuPercent, 0),
+        st.passed ? "yes" : "no",
+      ]),
+    ));
+    parts.push(
+      `Saturation point (last step with p99 <= 1 s and no errors): ${
+        fmt(s.saturationMBps)
+      } MB/s acknowledged; server VmHWM ${fmt(s.server.hwmMiB)} MiB.`,
+    );
+  }
+
+  if (r.processing?.length || r.reencode) {
+    parts.push(
+      "### Processing (complete_job to status complete) vs ffmpeg by hand\n\n" +
+        '"same files" runs the service\'s own three ffmpeg commands (WebM remux, MP4 from it, poster); "MP4 only" is one `ffmpeg -c copy -movflags +faststart` (or the H.264 encode) from the recording.',
+    );
+    const rows: (string | number)[][] = (r.processing ?? []).map((p) => [
+      `${p.label} (${fmt(p.bytes / 1e6, 0)} MB)`,
+      fmt(p.durationS / 60, 1),
+      fmt(p.oursMedianS, 2),
+      fmt(p.oursPerMinuteS, 3),
+      fmt(p.byHandMedian.sameFilesS, 2),
+      fmt(p.byHandMedian.mp4OnlyS, 2),
+      fmt(p.oursMedianS / p.byHandMedian.sameFilesS, 2),
+      p.status,
+    ]);
+    if (r.reencode) {
+      const e = r.reencode;
+      rows.push([
+        `VP8 -> H.264 (${fmt(e.bytes / 1e6, 0)} MB), under N=50 ingest`,
+        fmt(e.videoS / 60, 1),
+        fmt(e.jobS, 2),
+        fmt(e.jobS === null ? NaN : e.jobS / (e.videoS / 60), 3),
+        fmt(e.byHand.sameFilesS, 2),
+        fmt(e.byHand.mp4OnlyS, 2),
+        fmt(e.jobS === null ? NaN : e.jobS / e.byHand.sameFilesS, 2),
+        e.jobStatus,
+      ]);
+    }
+    if (r.big) {
+      rows.push([
+        `2 GiB VP9 ${fmt(r.big.durationS / 60, 0)}-min (${
+          fmt(r.big.bytes / 1e6, 0)
+        } MB)`,
+        fmt(r.big.durationS / 60, 1),
+        fmt(r.big.processingS, 2),
+        fmt(
+          r.big.processingS === null
+            ? NaN
+            : r.big.processingS / (r.big.durationS / 60),
+          3,
+        ),
+        "-",
+        "-",
+        "-",
+        r.big.status,
+      ]);
+    }
+    parts.push(table(
+      [
+        "recording",
+        "min",
+        "ours s",
+        "ours s per rec. min",
+        "by hand, same files s",
+        "by hand, MP4 only s",
+        "ours / by hand",
+        "status",
+      ],
+      rows,
+    ));
+  }
+
+  for (const p of r.processing ?? []) {
+    parts.push(
+      `Stages of the ${p.label} job (first seen by 10 ms polling, s after complete_job): ${
+        p.stages.map((s) => `${s.stage} ${fmt(s.atS, 2)}`).join(", ")
+      }.`,
+    );
+  }
+
+  if (r.reencode) {
+    const e = r.reencode;
+    parts.push(
+      `While the re-encode ran (${
+        fmt(e.overlapS, 0)
+      } s of overlap): add_data p50 ${fmt(e.latencyDuringJob.p50)} ms, p99 ${
+        fmt(e.latencyDuringJob.p99)
+      } ms, max ${
+        fmt(e.latencyDuringJob.max, 0)
+      } ms over ${e.latencyDuringJob.count} sends; ${e.load.errors} errors; server CPU ${
+        fmt(e.server.cpuPercent, 0)
+      }% + ffmpeg ${fmt(e.server.childCpuPercent, 0)}%, client ${
+        fmt(e.load.clientCpuPercent, 0)
+      }%, other processes ${
+        fmt(otherCpuPercent(e.server, e.load.clientCpuPercent), 0)
+      }% (of one core; 2 cores = 200%).`,
+    );
+  }
+
+  parts.push("### Memory and live updates");
+  const mem: (string | number)[][] = [];
+  const n100 = r.steady?.find((s) => s.slots === 100);
+  if (n100) {
+    mem.push([
+      "N=100 steady",
+      `VmHWM ${fmt(n100.server.hwmMiB)} MiB, RSS ${
+        fmt(n100.server.startRssMiB)
+      } -> ${fmt(n100.server.endRssMiB)} MiB`,
+    ]);
+  }
+  if (r.soak) {
+    mem.push([
+      `soak ${
+        fmt(r.soak.durationS / 60, 0)
+      } min, ${r.soak.slots} recordings at once (60-120 s each)`,
+      `RSS after warm-up (minute 2) ${
+        fmt(r.soak.rssEarlyMiB)
+      } MiB, last minute ${fmt(r.soak.rssLateMiB)} MiB, growth ${
+        fmt(r.soak.growthMiB)
+      } MiB, trend ${fmt(r.soak.server.rssSlopeMiBPerMin, 2)} MiB/min, VmHWM ${
+        fmt(r.soak.server.hwmMiB)
+      } MiB; ${r.soak.load.recordings} recordings, ${
+        fmt(r.soak.load.ackedMBps)
+      } MB/s, p99 ${
+        fmt(r.soak.load.latency.p99)
+      } ms, ${r.soak.load.errors} errors`,
+    ]);
+  }
+  if (r.big) {
+    for (const b of [r.big, ...r.big.peers]) {
+      mem.push([
+        `one 2 GiB recording, one chunk in flight: ${b.kind}`,
+        `RSS ${fmt(b.rssBeforeMiB)} -> peak ${fmt(b.rssPeakMiB)} MiB (+${
+          fmt(b.rssDeltaMiB)
+        }), ${fmt(b.rssAfterMiB)} MiB 2 s after; upload ${
+          fmt(b.uploadMBps)
+        } MB/s`,
+      ]);
+    }
+  }
+  const liveRow = (name: string, l: LiveSummary | null | undefined) => {
+    if (l === undefined) return;
+    mem.push([
+      name,
+      l === null
+        ? "n/a (no /ws)"
+        : `change -> message p50 ${fmt(l.changes.p50)} ms, p99 ${
+          fmt(l.changes.p99)
+        } ms, max ${
+          fmt(l.changes.max)
+        } ms (${l.changes.count}); status changes p99 ${
+          fmt(l.statusChanges.p99)
+        } ms (${l.statusChanges.count})`,
+    ]);
+  };
+  liveRow("/ws during N=50", r.live?.steady50);
+  liveRow("/ws during processing", r.live?.processing);
+  if (mem.length) parts.push(table(["what", "measured"], mem));
+
+  if (r.failures.length) {
+    parts.push("### Phases that failed");
+    for (const f of r.failures) parts.push(`- ${f.phase}: ${f.error}`);
+  }
+  return parts.join("\n\n") + "\n";
+}
