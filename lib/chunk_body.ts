@@ -246,7 +246,7 @@ export async function receiveChunk(
   id: string,
   req: Request,
 ): Promise<ReceiveResult> {
-  await assertAcceptsChunks(ctx, id);
+  const entry = await assertAcceptsChunks(ctx, id);
   const url = new URL(req.url);
   const requestIndex = mergeIndex(
     parseIndex(req.headers.get("x-chunk-index"), "the X-Chunk-Index header"),
@@ -293,6 +293,7 @@ export async function receiveChunk(
     throw err;
   }
   const result: ReceiveResult = await commitChunk(ctx, id, parsed.stored, {
+    entry,
     index,
     contentType: mediaType.startsWith("multipart/") ||
         mediaType === "application/json"

@@ -183,13 +183,14 @@ export interface AppendResult {
 export async function assertAcceptsChunks(
   ctx: AppContext,
   id: string,
-): Promise<Recording> {
-  const rec = (await getRecordingEntry(ctx, id)).value;
+): Promise<Deno.KvEntry<Recording>> {
+  const entry = await getRecordingEntry(ctx, id);
+  const rec = entry.value;
   if (rec.status !== "recording") throw notRecording(rec);
   if (rec.bytesReceived >= ctx.config.maxRecordingBytes) {
     throw recordingTooLarge(ctx.config.maxRecordingBytes);
   }
-  return rec;
+  return entry;
 }
 
 /**
@@ -223,14 +224,22 @@ export async function commitChunk(
   ctx: AppContext,
   id: string,
   stored: StoredChunk,
-  options: { index?: number; contentType?: string; expectOffset?: number } = {},
+  options: {
+    index?: number;
+    contentType?: string;
+    expectOffset?: number;
+    /** The record as read before the body: the first commit tries it as is. */
+    entry?: Deno.KvEntry<Recording>;
+  } = {},
 ): Promise<AppendResult> {
   let keep = false;
   try {
     if (stored.size === 0) throw emptyChunk();
     const limit = ctx.config.maxRecordingBytes;
     for (let attempt = 0;; attempt++) {
-      const [recEntry, known] = await readForCommit(ctx, id, options.index);
+      const [recEntry, known] = attempt === 0 && options.entry
+        ? [options.entry, undefined]
+        : await readForCommit(ctx, id, options.index);
       const rec = recEntry.value;
       if (rec.status !== "recording") throw notRecording(rec);
       if (rec.bytesReceived + stored.size > limit) {
@@ -256,7 +265,7 @@ export async function commitChunk(
       const mediaChecked = rec.mediaChecked ||
         await checkRecordingStart(ctx, id, index, stored.head);
       const existing = known ??
-        (attempt > 0
+        (attempt > 0 && options.index === undefined
           ? await ctx.kv.get<ChunkEntry>(chunkKey(id, index))
           : undefined);
       if (existing?.value) {
@@ -322,7 +331,7 @@ export async function appendChunk(
   id: string,
   input: ChunkInput,
 ): Promise<AppendResult> {
-  await assertAcceptsChunks(ctx, id);
+  const entry = await assertAcceptsChunks(ctx, id);
   if (input.body instanceof Uint8Array && input.body.length === 0) {
     throw emptyChunk();
   }
@@ -331,7 +340,7 @@ export async function appendChunk(
     input.body,
     ctx.config.maxChunkBytes,
   );
-  return await commitChunk(ctx, id, stored, input);
+  return await commitChunk(ctx, id, stored, { ...input, entry });
 }
 
 /** Chunks whose first bytes are kept, to judge a recording's start. */
