@@ -211,7 +211,7 @@ async function readMultipartBody(
       );
     }, { fileFields: ["blob_data"] }));
   } catch (err) {
-    if (stored) await ctx.storage.deleteChunk(id, stored.file);
+    if (stored) await ctx.storage.deleteChunk(id, stored);
     if (err instanceof MultipartError) {
       throw new BadRequestError(
         `The multipart body is malformed: ${err.message}`,
@@ -231,7 +231,7 @@ async function readMultipartBody(
       lastChunk: parseFlag(fields.last_chunk),
     };
   } catch (err) {
-    await ctx.storage.deleteChunk(id, stored.file);
+    await ctx.storage.deleteChunk(id, stored);
     throw err;
   }
 }
@@ -289,7 +289,7 @@ export async function receiveChunk(
   try {
     index = mergeIndex(requestIndex, parsed.index);
   } catch (err) {
-    await ctx.storage.deleteChunk(id, parsed.stored.file);
+    await ctx.storage.deleteChunk(id, parsed.stored);
     throw err;
   }
   const result: ReceiveResult = await commitChunk(ctx, id, parsed.stored, {

@@ -214,20 +214,34 @@ export class JobWorker {
       }
     }, Math.max(250, Math.floor(this.#ctx.config.jobLeaseMs / 3)));
 
+    // Progress is written by one update at a time, newest value last, and
+    // never goes back.
     let lastReport = 0;
     let lastFraction = -1;
+    let writing: Promise<void> | undefined;
+    let pending: { fraction: number; stage: string } | undefined;
+    const writeProgress = () => {
+      if (writing || !pending) return;
+      const { fraction, stage } = pending;
+      pending = undefined;
+      writing = this.#updateRecording(
+        id,
+        (rec) =>
+          rec.status === "processing" && fraction >= (rec.progress ?? 0)
+            ? { ...rec, progress: Math.min(0.99, fraction), stage }
+            : null,
+      ).catch(() => {}).finally(() => {
+        writing = undefined;
+        writeProgress();
+      });
+    };
     const onProgress = (fraction: number, stage: string) => {
       const t = Date.now();
       if (t - lastReport < 250 && fraction - lastFraction < 0.05) return;
       lastReport = t;
       lastFraction = fraction;
-      this.#updateRecording(
-        id,
-        (rec) =>
-          rec.status === "processing"
-            ? { ...rec, progress: Math.min(0.99, fraction), stage }
-            : null,
-      ).catch(() => {});
+      pending = { fraction, stage };
+      writeProgress();
     };
 
     try {
@@ -242,6 +256,8 @@ export class JobWorker {
         signal: controller.signal,
         onProgress,
       });
+      pending = undefined;
+      await writing;
       clearInterval(renew);
       if (lostLease || this.#stopped) return;
       await this.#finishOk(id, jobStamp, current, output);

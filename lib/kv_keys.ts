@@ -90,8 +90,10 @@ export interface Recording {
 export interface ChunkEntry {
   /** Position in the recording (the client's index, or arrival order). */
   index: number;
-  /** Storage name of the chunk's bytes. */
+  /** Storage name holding the chunk's bytes. */
   file: string;
+  /** Where the chunk starts in `file`. */
+  offset?: number;
   size: number;
   /** Hex SHA-256 of the bytes, to tell an exact retry from a clash. */
   sha256: string;

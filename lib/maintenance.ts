@@ -101,15 +101,11 @@ export async function sweepOrphans(
       recordings++;
       continue;
     }
-    const known = new Set<string>();
+    const kept: ChunkEntry[] = [];
     for await (
       const c of ctx.kv.list<ChunkEntry>({ prefix: chunkPrefix(id) })
-    ) known.add(c.value.file);
-    for (const name of await ctx.storage.listChunkFiles(id)) {
-      if (known.has(name)) continue;
-      await ctx.storage.deleteChunk(id, name);
-      files++;
-    }
+    ) kept.push(c.value);
+    if (await ctx.storage.trimChunks(id, kept) > 0) files++;
   }
   return { files, recordings };
 }

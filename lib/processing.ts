@@ -97,15 +97,15 @@ export async function processRecording(
     if (chunks.length === 0) {
       throw new BadRecordingError("The recording has no chunks to process.");
     }
-    const headFiles: string[] = [];
+    const headChunks: typeof chunks = [];
     let headBytes = 0;
     for (const c of chunks) {
-      if (headFiles.length > 0 && headBytes + c.size > PROBE_BYTES) break;
-      headFiles.push(c.file);
+      if (headChunks.length > 0 && headBytes + c.size > PROBE_BYTES) break;
+      headChunks.push(c);
       headBytes += c.size;
     }
     const headPath = `${work}/head.bin`;
-    await ctx.storage.assemble(id, headFiles, headPath);
+    await ctx.storage.assemble(id, headChunks, headPath);
     const ext = sniffExtension(await readHead(headPath, 16));
     let probed: ProbeResult;
     try {
@@ -159,7 +159,7 @@ export async function processRecording(
     const stage = copyVideo ? "remuxing" : "encoding mp4";
     const total = chunks.reduce((n, c) => n + c.size, 0);
     let fed = 0;
-    const input = openChunkStream(ctx, id, chunks.map((c) => c.file))
+    const input = openChunkStream(ctx, id, chunks)
       .pipeThrough(
         new TransformStream<Uint8Array, Uint8Array>({
           transform(piece, controller) {

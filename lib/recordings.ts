@@ -38,7 +38,7 @@ import {
   recordingByCreatedPrefix,
   recordingKey,
 } from "./kv_keys.ts";
-import type { StoredChunk } from "./storage.ts";
+import type { ChunkRef, StoredChunk } from "./storage.ts";
 
 const UUID_V4 =
   /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -283,6 +283,7 @@ export async function commitChunk(
       const chunk: ChunkEntry = {
         index,
         file: stored.file,
+        offset: stored.offset,
         size: stored.size,
         sha256: stored.sha256,
         explicit: options.index !== undefined,
@@ -318,7 +319,7 @@ export async function commitChunk(
       }
     }
   } finally {
-    if (!keep) await ctx.storage.deleteChunk(id, stored.file);
+    if (!keep) await ctx.storage.deleteChunk(id, stored);
   }
 }
 
@@ -512,7 +513,7 @@ export async function chunkLedger(
 export function openChunkStream(
   ctx: AppContext,
   id: string,
-  files: string[],
+  chunks: ChunkRef[],
 ): ReadableStream<Uint8Array> {
   let i = 0;
   let current: ReadableStreamDefaultReader<Uint8Array> | undefined;
@@ -520,8 +521,8 @@ export function openChunkStream(
     async pull(controller) {
       while (true) {
         if (!current) {
-          if (i >= files.length) return controller.close();
-          current = (await ctx.storage.openChunk(id, files[i++])).getReader();
+          if (i >= chunks.length) return controller.close();
+          current = (await ctx.storage.openChunk(id, chunks[i++])).getReader();
         }
         const { done, value } = await current.read();
         if (!done) return controller.enqueue(value);
@@ -543,7 +544,7 @@ export async function openSource(
   const chunks = await listChunks(ctx, id);
   return {
     recording,
-    body: openChunkStream(ctx, id, chunks.map((c) => c.file)),
+    body: openChunkStream(ctx, id, chunks),
   };
 }
 

@@ -11,11 +11,17 @@ import { join } from "node:path";
 import { StorageFullError, TooLargeError } from "./errors.ts";
 import { openLocalRange, type StoredFileInfo } from "./http_file.ts";
 
-/** The result of storing one chunk. */
-export interface StoredChunk {
-  /** Storage name of the chunk (unique, never reused). */
+/** Where a stored chunk's bytes are: a storage name, and a byte range in it. */
+export interface ChunkRef {
+  /** Storage name holding the chunk. */
   file: string;
+  /** Where the chunk starts in `file` (0 when it has the file to itself). */
+  offset?: number;
   size: number;
+}
+
+/** The result of storing one chunk. */
+export interface StoredChunk extends ChunkRef {
   sha256: string;
   /** The first bytes of the chunk (up to 16), to recognise a media header. */
   head: Uint8Array;
@@ -34,10 +40,10 @@ export interface Storage {
   /** Prepares room for a new recording. */
   createRecording(videoId: string): Promise<void>;
   /**
-   * Streams one chunk body to durable storage under a fresh name. Resolves
-   * only once the bytes are flushed. Throws {@link TooLargeError} past
-   * `maxBytes` (without reading the rest) and {@link StorageFullError} when
-   * the disk is full; in both cases nothing is left behind.
+   * Streams one chunk body to durable storage. Resolves only once the bytes
+   * are flushed. Throws {@link TooLargeError} past `maxBytes` (without
+   * reading the rest) and {@link StorageFullError} when the disk is full; in
+   * both cases, and when the body fails, nothing of it is kept.
    */
   writeChunk(
     videoId: string,
@@ -45,14 +51,26 @@ export interface Storage {
     maxBytes: number,
     options?: WriteChunkOptions,
   ): Promise<StoredChunk>;
-  /** Removes a chunk that was written but not committed (a duplicate, a clash). */
-  deleteChunk(videoId: string, file: string): Promise<void>;
+  /** Drops a chunk that was written but not committed (a duplicate, a clash). */
+  deleteChunk(videoId: string, chunk: ChunkRef): Promise<void>;
   /** Opens one stored chunk's bytes. */
-  openChunk(videoId: string, file: string): Promise<ReadableStream<Uint8Array>>;
-  /** Names of every chunk file held for a recording (committed or not). */
-  listChunkFiles(videoId: string): Promise<string[]>;
+  openChunk(
+    videoId: string,
+    chunk: ChunkRef,
+  ): Promise<ReadableStream<Uint8Array>>;
+  /**
+   * Frees what was written for a recording but is not among `kept` (the
+   * committed chunks): the leftovers of a crash between a write and its
+   * commit. Returns how many bytes were freed. Call it when no write is in
+   * flight (at start-up).
+   */
+  trimChunks(videoId: string, kept: ChunkRef[]): Promise<number>;
   /** Concatenates chunks, in the given order, into a local file. */
-  assemble(videoId: string, files: string[], destPath: string): Promise<number>;
+  assemble(
+    videoId: string,
+    chunks: ChunkRef[],
+    destPath: string,
+  ): Promise<number>;
   /** A fresh local scratch folder for processing this recording. */
   makeWorkDir(videoId: string): Promise<string>;
   /** Removes the scratch folder. */
@@ -103,10 +121,14 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   }
 }
 
+/** The file every chunk of a recording is appended to. */
+const DATA_FILE = "data";
+
 /** Local-disk storage under `<dataDir>/recordings/<id>/`. */
 export class LocalStorage implements Storage {
   readonly root: string;
   readonly minFreeBytes: number;
+  #locks = new Map<string, Promise<void>>();
 
   constructor(dataDir: string, minFreeBytes = 0) {
     this.root = dataDir;
@@ -140,115 +162,182 @@ export class LocalStorage implements Storage {
     }
   }
 
+  #dataPath(videoId: string): string {
+    return join(this.#chunkDir(videoId), DATA_FILE);
+  }
+
+  /** Runs `fn` alone among the writes of one recording (in this process). */
+  async #exclusive<T>(videoId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(videoId) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const tail = previous.then(() => mine);
+    this.#locks.set(videoId, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.#locks.get(videoId) === tail) this.#locks.delete(videoId);
+    }
+  }
+
   async createRecording(videoId: string): Promise<void> {
     await Deno.mkdir(this.#chunkDir(videoId), { recursive: true });
     await Deno.mkdir(this.#filesDir(videoId), { recursive: true });
+    const data = await Deno.open(this.#dataPath(videoId), {
+      write: true,
+      create: true,
+    });
+    data.close();
+    await syncDir(this.#chunkDir(videoId));
     await syncDir(this.#recordingDir(videoId));
     await syncDir(join(this.root, "recordings"));
   }
 
-  async writeChunk(
+  /**
+   * Appends the chunk to the recording's data file (one file per recording,
+   * so a chunk costs one fdatasync and no new directory entry). Appends of
+   * one recording are serialized; a failed one is cut off again.
+   */
+  writeChunk(
     videoId: string,
     body: ReadableStream<Uint8Array> | Uint8Array,
     maxBytes: number,
     options: WriteChunkOptions = {},
   ): Promise<StoredChunk> {
-    await this.#checkFreeSpace(body instanceof Uint8Array ? body.length : 0);
-    const dir = this.#chunkDir(videoId);
-    const file = `${crypto.randomUUID()}.chunk`;
-    const path = join(dir, file);
-    const hash = createHash("sha256");
-    const extra = options.digest && options.digest !== "sha256"
-      ? createHash(options.digest)
-      : undefined;
-    const head = new Uint8Array(16);
-    let size = 0;
-    let handle: Deno.FsFile | undefined;
-    try {
-      handle = await Deno.open(path, { write: true, createNew: true });
-      if (body instanceof Uint8Array) {
-        if (body.length > maxBytes) throw chunkTooLarge(maxBytes);
-        hash.update(body);
-        extra?.update(body);
-        head.set(body.subarray(0, 16));
-        size = body.length;
-        await writeAll(handle, body);
-      } else {
-        const reader = body.getReader();
-        try {
-          while (true) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            size += value.length;
-            if (size > maxBytes) throw chunkTooLarge(maxBytes);
-            const at = size - value.length;
-            if (at < 16) head.set(value.subarray(0, 16 - at), at);
-            hash.update(value);
-            extra?.update(value);
-            await writeAll(handle, value);
+    return this.#exclusive(videoId, async () => {
+      await this.#checkFreeSpace(body instanceof Uint8Array ? body.length : 0);
+      const hash = createHash("sha256");
+      const extra = options.digest && options.digest !== "sha256"
+        ? createHash(options.digest)
+        : undefined;
+      const head = new Uint8Array(16);
+      let size = 0;
+      let handle: Deno.FsFile | undefined;
+      let offset = -1;
+      try {
+        handle = await Deno.open(this.#dataPath(videoId), {
+          write: true,
+          create: true,
+        });
+        offset = await handle.seek(0, Deno.SeekMode.End);
+        if (body instanceof Uint8Array) {
+          if (body.length > maxBytes) throw chunkTooLarge(maxBytes);
+          hash.update(body);
+          extra?.update(body);
+          head.set(body.subarray(0, 16));
+          size = body.length;
+          await writeAll(handle, body);
+        } else {
+          const reader = body.getReader();
+          try {
+            while (true) {
+              const { done, value } = await reader.read();
+              if (done) break;
+              size += value.length;
+              if (size > maxBytes) throw chunkTooLarge(maxBytes);
+              const at = size - value.length;
+              if (at < 16) head.set(value.subarray(0, 16 - at), at);
+              hash.update(value);
+              extra?.update(value);
+              await writeAll(handle, value);
+            }
+          } catch (err) {
+            reader.cancel().catch(() => {});
+            throw err;
+          } finally {
+            reader.releaseLock();
           }
-        } catch (err) {
-          reader.cancel().catch(() => {});
-          throw err;
-        } finally {
-          reader.releaseLock();
         }
+        await handle.syncData();
+        handle.close();
+        handle = undefined;
+        const sha = hash.digest();
+        return {
+          file: DATA_FILE,
+          offset,
+          size,
+          sha256: sha.toString("hex"),
+          head: head.subarray(0, Math.min(16, size)),
+          digest: options.digest === "sha256"
+            ? sha.toString("base64")
+            : extra?.digest("base64"),
+        };
+      } catch (err) {
+        if (handle && offset >= 0) {
+          await handle.truncate(offset).catch(() => {});
+        }
+        handle?.close();
+        if (isNoSpace(err)) {
+          throw new StorageFullError(
+            "The server's storage is full; the chunk was not stored. Retry it later.",
+          );
+        }
+        throw err;
       }
-      await handle.sync();
-      handle.close();
-      handle = undefined;
-      await syncDir(dir);
-      const sha = hash.digest();
-      return {
-        file,
-        size,
-        sha256: sha.toString("hex"),
-        head: head.subarray(0, Math.min(16, size)),
-        digest: options.digest === "sha256"
-          ? sha.toString("base64")
-          : extra?.digest("base64"),
-      };
-    } catch (err) {
-      handle?.close();
-      await Deno.remove(path).catch(() => {});
-      if (isNoSpace(err)) {
-        throw new StorageFullError(
-          "The server's storage is full; the chunk was not stored. Retry it later.",
-        );
-      }
-      throw err;
-    }
-  }
-
-  async deleteChunk(videoId: string, file: string): Promise<void> {
-    await Deno.remove(join(this.#chunkDir(videoId), file)).catch((err) => {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
     });
   }
 
-  async openChunk(
-    videoId: string,
-    file: string,
-  ): Promise<ReadableStream<Uint8Array>> {
-    const handle = await Deno.open(join(this.#chunkDir(videoId), file));
-    return handle.readable;
+  deleteChunk(videoId: string, chunk: ChunkRef): Promise<void> {
+    return this.#exclusive(videoId, async () => {
+      const path = join(this.#chunkDir(videoId), chunk.file);
+      const end = (chunk.offset ?? 0) + chunk.size;
+      try {
+        const st = await Deno.stat(path);
+        if (chunk.file !== DATA_FILE) await Deno.remove(path);
+        else if (st.size === end) await Deno.truncate(path, chunk.offset ?? 0);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    });
   }
 
-  async listChunkFiles(videoId: string): Promise<string[]> {
-    const names: string[] = [];
-    try {
-      for await (const entry of Deno.readDir(this.#chunkDir(videoId))) {
-        if (entry.isFile) names.push(entry.name);
+  openChunk(
+    videoId: string,
+    chunk: ChunkRef,
+  ): Promise<ReadableStream<Uint8Array>> {
+    const start = chunk.offset ?? 0;
+    return openLocalRange(
+      join(this.#chunkDir(videoId), chunk.file),
+      start,
+      start + chunk.size - 1,
+    );
+  }
+
+  trimChunks(videoId: string, kept: ChunkRef[]): Promise<number> {
+    return this.#exclusive(videoId, async () => {
+      let freed = 0;
+      const keepFiles = new Set(kept.map((c) => c.file));
+      let end = 0;
+      for (const c of kept) {
+        if (c.file === DATA_FILE) end = Math.max(end, (c.offset ?? 0) + c.size);
       }
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-    return names;
+      try {
+        for await (const entry of Deno.readDir(this.#chunkDir(videoId))) {
+          if (!entry.isFile) continue;
+          const path = join(this.#chunkDir(videoId), entry.name);
+          const size = (await Deno.stat(path)).size;
+          if (entry.name === DATA_FILE) {
+            if (size > end) {
+              await Deno.truncate(path, end);
+              freed += size - end;
+            }
+          } else if (!keepFiles.has(entry.name)) {
+            await Deno.remove(path);
+            freed += size;
+          }
+        }
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+      return freed;
+    });
   }
 
   async assemble(
     videoId: string,
-    files: string[],
+    chunks: ChunkRef[],
     destPath: string,
   ): Promise<number> {
     const out = await Deno.open(destPath, {
@@ -258,9 +347,8 @@ export class LocalStorage implements Storage {
     });
     let total = 0;
     try {
-      for (const name of files) {
-        const src = await Deno.open(join(this.#chunkDir(videoId), name));
-        for await (const piece of src.readable) {
+      for (const chunk of chunks) {
+        for await (const piece of await this.openChunk(videoId, chunk)) {
           await writeAll(out, piece);
           total += piece.length;
         }

@@ -263,9 +263,9 @@ async function appendPatch(
       { digest: checksum?.algorithm },
     );
     if (stored.size === 0) {
-      await ctx.storage.deleteChunk(id, stored.file);
+      await ctx.storage.deleteChunk(id, stored);
     } else if (checksum && stored.digest !== checksum.expected) {
-      await ctx.storage.deleteChunk(id, stored.file);
+      await ctx.storage.deleteChunk(id, stored);
       throw new ChecksumMismatchError(checksum.algorithm);
     } else {
       rec = (await commitChunk(ctx, id, stored, { expectOffset: offset }))

@@ -226,6 +226,14 @@ Deno.test("access: a first chunk that is not WebM or MP4 gets 415 and nothing is
     assert.equal(st.chunks_received, 1);
     const files = [...Deno.readDirSync(`${dataDir}/recordings/${id}/chunks`)];
     assert.equal(files.length, 1);
+    const held = Deno.statSync(
+      `${dataDir}/recordings/${id}/chunks/${files[0].name}`,
+    );
+    assert.equal(
+      held.size,
+      "middle bytes".length,
+      "refused chunks left no bytes",
+    );
     const mp4 = new Uint8Array(64);
     mp4.set([0, 0, 0, 24, 0x66, 0x74, 0x79, 0x70]);
     const ok = await sendChunk(url, id, mp4, 0);

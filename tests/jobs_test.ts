@@ -59,7 +59,7 @@ Deno.test("jobs: a corrupt recording ends in failed with a reason after bounded 
     assert.match(String(failed.error), /after 3 attempts/);
     assert.match(
       String(failed.error),
-      /not a readable recording|no audio or video/,
+      /not a readable recording|no audio or video|ffmpeg failed/,
     );
     assert.doesNotMatch(
       String(failed.error),

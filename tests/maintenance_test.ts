@@ -85,6 +85,10 @@ Deno.test("maintenance: start-up sweeps uncommitted chunk files, unknown recordi
       `${chunkDir}/${crypto.randomUUID()}.chunk`,
       mediaBytes(77),
     );
+    await Deno.writeFile(`${chunkDir}/${committed[0]}`, mediaBytes(300), {
+      append: true,
+    });
+    assert.equal(Deno.statSync(`${chunkDir}/${committed[0]}`).size, 800);
     const strayId = crypto.randomUUID();
     await Deno.mkdir(`${dataDir}/recordings/${strayId}/chunks`, {
       recursive: true,
@@ -102,6 +106,7 @@ Deno.test("maintenance: start-up sweeps uncommitted chunk files, unknown recordi
         [...Deno.readDirSync(chunkDir)].map((e) => e.name),
         committed,
       );
+      assert.equal(Deno.statSync(`${chunkDir}/${committed[0]}`).size, 500);
       assert.equal(await exists(`${dataDir}/recordings/${strayId}`), false);
       assert.equal(await exists(`${dataDir}/work/${id}`), false);
       const st = await (await fetch(`${server.url}/check_status/${id}/`))
