@@ -266,11 +266,11 @@ export async function receiveChunk(
     throw chunkTooLarge(max);
   }
   if (!req.body || declared === 0) throw emptyChunk();
-  const body = withIdleTimeout(req.body, ctx.config.bodyIdleTimeoutMs);
+  const idleMs = ctx.config.bodyIdleTimeoutMs;
 
   let parsed: ParsedBody;
   if (mediaType === "application/json") {
-    parsed = await readJsonBody(ctx, id, body);
+    parsed = await readJsonBody(ctx, id, withIdleTimeout(req.body, idleMs));
   } else if (mediaType === "multipart/form-data") {
     const boundary = multipartBoundary(contentType);
     if (!boundary) {
@@ -278,10 +278,15 @@ export async function receiveChunk(
         "The multipart Content-Type has no boundary; let the browser set it by sending FormData.",
       );
     }
-    parsed = await readMultipartBody(ctx, id, body, boundary);
+    parsed = await readMultipartBody(
+      ctx,
+      id,
+      withIdleTimeout(req.body, idleMs),
+      boundary,
+    );
   } else {
     parsed = {
-      stored: await ctx.storage.writeChunk(id, body, max),
+      stored: await ctx.storage.writeChunk(id, req.body, max, { idleMs }),
       lastChunk: false,
     };
   }

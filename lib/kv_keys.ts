@@ -95,8 +95,6 @@ export interface ChunkEntry {
   /** Where the chunk starts in `file`. */
   offset?: number;
   size: number;
-  /** Hex SHA-256 of the bytes, to tell an exact retry from a clash. */
-  sha256: string;
   /** Whether the client gave the index. */
   explicit: boolean;
   at: number;

@@ -269,7 +269,7 @@ export async function commitChunk(
           ? await ctx.kv.get<ChunkEntry>(chunkKey(id, index))
           : undefined);
       if (existing?.value) {
-        if (existing.value.sha256 === stored.sha256) {
+        if (await ctx.storage.sameBytes(id, existing.value, stored)) {
           return { recording: rec, index, duplicate: true };
         }
         if (options.index !== undefined) {
@@ -285,7 +285,6 @@ export async function commitChunk(
         file: stored.file,
         offset: stored.offset,
         size: stored.size,
-        sha256: stored.sha256,
         explicit: options.index !== undefined,
         at: now,
         head: index < HEAD_CHUNKS ? toBase64(stored.head) : undefined,

@@ -8,7 +8,11 @@
 import { createHash } from "node:crypto";
 import { statfs } from "node:fs/promises";
 import { join } from "node:path";
-import { StorageFullError, TooLargeError } from "./errors.ts";
+import {
+  RequestTimeoutError,
+  StorageFullError,
+  TooLargeError,
+} from "./errors.ts";
 import { openLocalRange, type StoredFileInfo } from "./http_file.ts";
 
 /** Where a stored chunk's bytes are: a storage name, and a byte range in it. */
@@ -22,7 +26,6 @@ export interface ChunkRef {
 
 /** The result of storing one chunk. */
 export interface StoredChunk extends ChunkRef {
-  sha256: string;
   /** The first bytes of the chunk (up to 16), to recognise a media header. */
   head: Uint8Array;
   /** Base64 digest of the bytes with the algorithm asked for, if any. */
@@ -33,6 +36,8 @@ export interface StoredChunk extends ChunkRef {
 export interface WriteChunkOptions {
   /** Also compute this digest (e.g. "sha1" for a tus Upload-Checksum). */
   digest?: "sha1" | "sha256" | "md5";
+  /** Fail with a 408 when the body sends nothing for this long. */
+  idleMs?: number;
 }
 
 /** The narrow storage interface used by recordings and processing. */
@@ -53,6 +58,8 @@ export interface Storage {
   ): Promise<StoredChunk>;
   /** Drops a chunk that was written but not committed (a duplicate, a clash). */
   deleteChunk(videoId: string, chunk: ChunkRef): Promise<void>;
+  /** Whether two stored chunks hold the same bytes (to tell a retry from a clash). */
+  sameBytes(videoId: string, a: ChunkRef, b: ChunkRef): Promise<boolean>;
   /** Opens one stored chunk's bytes. */
   openChunk(
     videoId: string,
@@ -119,6 +126,12 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   while (offset < bytes.length) {
     offset += await file.write(bytes.subarray(offset));
   }
+}
+
+function bodyStalled(idleMs: number): RequestTimeoutError {
+  return new RequestTimeoutError(
+    `The chunk body stalled: nothing arrived for ${idleMs} ms (BODY_IDLE_TIMEOUT_MS); nothing was stored. Send it again.`,
+  );
 }
 
 /** The file every chunk of a recording is appended to. */
@@ -208,10 +221,10 @@ export class LocalStorage implements Storage {
   ): Promise<StoredChunk> {
     return this.#exclusive(videoId, async () => {
       await this.#checkFreeSpace(body instanceof Uint8Array ? body.length : 0);
-      const hash = createHash("sha256");
-      const extra = options.digest && options.digest !== "sha256"
-        ? createHash(options.digest)
-        : undefined;
+      const hash = options.digest ? createHash(options.digest) : undefined;
+      let stalled = false;
+      let lastRead = Date.now();
+      let watchdog: ReturnType<typeof setInterval> | undefined;
       const head = new Uint8Array(16);
       let size = 0;
       let handle: Deno.FsFile | undefined;
@@ -224,45 +237,50 @@ export class LocalStorage implements Storage {
         offset = await handle.seek(0, Deno.SeekMode.End);
         if (body instanceof Uint8Array) {
           if (body.length > maxBytes) throw chunkTooLarge(maxBytes);
-          hash.update(body);
-          extra?.update(body);
+          hash?.update(body);
           head.set(body.subarray(0, 16));
           size = body.length;
           await writeAll(handle, body);
         } else {
           const reader = body.getReader();
+          if (options.idleMs) {
+            const idleMs = options.idleMs;
+            watchdog = setInterval(() => {
+              if (Date.now() - lastRead < idleMs) return;
+              stalled = true;
+              reader.cancel().catch(() => {});
+            }, Math.max(50, Math.floor(idleMs / 4)));
+          }
           try {
             while (true) {
               const { done, value } = await reader.read();
+              if (stalled) throw bodyStalled(options.idleMs!);
               if (done) break;
+              lastRead = Date.now();
               size += value.length;
               if (size > maxBytes) throw chunkTooLarge(maxBytes);
               const at = size - value.length;
               if (at < 16) head.set(value.subarray(0, 16 - at), at);
-              hash.update(value);
-              extra?.update(value);
+              hash?.update(value);
               await writeAll(handle, value);
             }
           } catch (err) {
             reader.cancel().catch(() => {});
             throw err;
           } finally {
+            clearInterval(watchdog);
             reader.releaseLock();
           }
         }
         await handle.syncData();
         handle.close();
         handle = undefined;
-        const sha = hash.digest();
         return {
           file: DATA_FILE,
           offset,
           size,
-          sha256: sha.toString("hex"),
           head: head.subarray(0, Math.min(16, size)),
-          digest: options.digest === "sha256"
-            ? sha.toString("base64")
-            : extra?.digest("base64"),
+          digest: hash?.digest("base64"),
         };
       } catch (err) {
         if (handle && offset >= 0) {
@@ -291,6 +309,35 @@ export class LocalStorage implements Storage {
         if (!(err instanceof Deno.errors.NotFound)) throw err;
       }
     });
+  }
+
+  async sameBytes(videoId: string, a: ChunkRef, b: ChunkRef): Promise<boolean> {
+    if (a.size !== b.size) return false;
+    const ra = (await this.openChunk(videoId, a)).getReader();
+    const rb = (await this.openChunk(videoId, b)).getReader();
+    let x: Uint8Array = new Uint8Array(0);
+    let y: Uint8Array = new Uint8Array(0);
+    try {
+      while (true) {
+        if (x.length === 0) {
+          const r = await ra.read();
+          if (r.done) return y.length === 0 && (await rb.read()).done;
+          x = r.value;
+        }
+        if (y.length === 0) {
+          const r = await rb.read();
+          if (r.done) return false;
+          y = r.value;
+        }
+        const n = Math.min(x.length, y.length);
+        for (let i = 0; i < n; i++) if (x[i] !== y[i]) return false;
+        x = x.subarray(n);
+        y = y.subarray(n);
+      }
+    } finally {
+      await ra.cancel().catch(() => {});
+      await rb.cancel().catch(() => {});
+    }
   }
 
   openChunk(

@@ -18,7 +18,6 @@ import {
   getRecording,
   getRecordingEntry,
 } from "./recordings.ts";
-import { withIdleTimeout } from "./chunk_body.ts";
 
 /** The protocol version spoken. */
 export const TUS_VERSION = "1.0.0";
@@ -258,9 +257,9 @@ async function appendPatch(
     const checksum = parseChecksum(req.headers.get("upload-checksum"));
     const stored = await ctx.storage.writeChunk(
       id,
-      withIdleTimeout(req.body, ctx.config.bodyIdleTimeoutMs),
+      req.body,
       ctx.config.maxChunkBytes,
-      { digest: checksum?.algorithm },
+      { digest: checksum?.algorithm, idleMs: ctx.config.bodyIdleTimeoutMs },
     );
     if (stored.size === 0) {
       await ctx.storage.deleteChunk(id, stored);
