@@ -34,10 +34,42 @@ function isClientAbort(err: unknown): boolean {
     /connection|body from|request body|aborted/i.test(String(e?.message ?? ""));
 }
 
-/** Maps every error to a JSON reply: typed errors keep their status. */
-export function errorResponse(err: Error, c: Context): Response {
+function isDiskFull(err: unknown): boolean {
+  return /disk is full|no space left|os error 28/i.test(
+    String((err as Error)?.message ?? ""),
+  );
+}
+
+/**
+ * Maps every error to a JSON reply: typed errors keep their status; a full
+ * disk (KV's too) is 507; a request cut off by shutdown is 503 (retry).
+ */
+export function errorResponse(
+  err: Error,
+  c: Context,
+  ctx?: AppContext,
+): Response {
   if (err instanceof AppError) {
     return c.json({ error: err.message }, err.status as 400, err.headers);
+  }
+  if (isDiskFull(err)) {
+    return c.json(
+      {
+        error:
+          "The server's storage is full; the chunk was not stored. Retry it later.",
+      },
+      507,
+    );
+  }
+  if (ctx?.state.stopping) {
+    return c.json(
+      {
+        error:
+          "The server is restarting; nothing was stored. Retry in a few seconds.",
+      },
+      503,
+      { "Retry-After": "5" },
+    );
   }
   if (isClientAbort(err)) {
     return c.json(
@@ -109,7 +141,7 @@ export function createApp(ctx: AppContext): Hono {
       404,
     )
   );
-  app.onError(errorResponse);
+  app.onError((err, c) => errorResponse(err, c, ctx));
   return app;
 }
 
@@ -180,11 +212,16 @@ if (import.meta.main) {
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    service.ctx.state.stopping = true;
     console.log("tapedeck stopping: finishing requests in flight");
-    const timer = setTimeout(() => Deno.exit(0), 10_000);
-    await server.shutdown();
+    const timer = setTimeout(() => Deno.exit(0), 15_000);
+    await Promise.race([
+      server.shutdown(),
+      new Promise((r) => setTimeout(r, 5_000)),
+    ]);
     await service.close();
     clearTimeout(timer);
+    console.log("tapedeck stopped");
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", stop);

@@ -31,7 +31,8 @@ const MAX_INDEX = 1_000_000_000;
 
 function parseIndex(raw: unknown, where: string): number | undefined {
   if (raw === undefined || raw === null || raw === "") return undefined;
-  const value = typeof raw === "number" ? raw : Number(String(raw).trim());
+  const text = typeof raw === "number" ? String(raw) : String(raw).trim();
+  const value = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
   if (!Number.isSafeInteger(value) || value < 0 || value > MAX_INDEX) {
     throw new BadRequestError(
       `The chunk index in ${where} must be a whole number from 0 to ${MAX_INDEX}, got ${
@@ -246,11 +247,20 @@ export async function receiveChunk(
   id: string,
   req: Request,
 ): Promise<ReceiveResult> {
-  const entry = await assertAcceptsChunks(ctx, id);
   const url = new URL(req.url);
+  const headerIndex = req.headers.get("x-chunk-index");
+  const queryIndex = url.searchParams.get("index");
+  const form = /^(application\/json|multipart\/form-data)/i.test(
+    req.headers.get("content-type") ?? "",
+  );
+  // A closed session still reads bodies that carry an index, so that the
+  // retry of a chunk it already holds is answered as a duplicate.
+  const entry = await assertAcceptsChunks(ctx, id, {
+    allowClosed: form || !!headerIndex || !!queryIndex,
+  });
   const requestIndex = mergeIndex(
-    parseIndex(req.headers.get("x-chunk-index"), "the X-Chunk-Index header"),
-    parseIndex(url.searchParams.get("index"), "the index query parameter"),
+    parseIndex(headerIndex, "the X-Chunk-Index header"),
+    parseIndex(queryIndex, "the index query parameter"),
   );
   const max = ctx.config.maxChunkBytes;
   const contentType = req.headers.get("content-type") ?? "";

@@ -12,6 +12,8 @@ export interface AppContext {
   kv: Deno.Kv;
   storage: Storage;
   live: LiveHub;
+  /** Set once the instance is shutting down (requests cut off get 503). */
+  state: { stopping: boolean };
 }
 
 /** Whether the KV location is a remote (KV Connect) URL. */
@@ -29,6 +31,7 @@ export async function openContext(config: Config): Promise<AppContext> {
     kv,
     storage: new LocalStorage(config.dataDir, config.minFreeBytes),
     live: new LiveHub(),
+    state: { stopping: false },
   };
 }
 

@@ -16,6 +16,8 @@ export interface FfmpegTools {
   missing?: string;
   /** ffmpeg runs under `nice -n <nice>` (lower CPU priority than ingest). */
   nice?: { path: string; level: number };
+  /** `setsid`, to run ffmpeg in its own process group (killed as a whole). */
+  setsid?: string;
 }
 
 /** An ffmpeg or ffprobe run that failed; the message is readable. */
@@ -120,7 +122,9 @@ export async function resolveTools(
     }; install ffmpeg or fix FFMPEG_PATH`;
   }
   const nicePath = options.nice ? await findOnPath("nice") : undefined;
+  const setsid = await findOnPath("setsid");
   return {
+    setsid,
     ffmpeg: ffmpeg.path,
     ffprobe: ffprobe.path,
     ffmpegSource: ffmpeg.source,
@@ -178,16 +182,14 @@ export async function runFfmpeg(
   ];
   let child: Deno.ChildProcess;
   try {
-    const [command, args] = tools.nice
-      ? [tools.nice.path, [
-        "-n",
-        String(tools.nice.level),
-        tools.ffmpeg,
-        ...fullArgs,
-      ]]
-      : [tools.ffmpeg, fullArgs];
-    child = new Deno.Command(command, {
-      args,
+    const argv = [
+      ...(tools.setsid ? [tools.setsid] : []),
+      ...(tools.nice ? [tools.nice.path, "-n", String(tools.nice.level)] : []),
+      tools.ffmpeg,
+      ...fullArgs,
+    ];
+    child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
       stdin: options.input ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
@@ -201,6 +203,12 @@ export async function runFfmpeg(
   const kill = (why: string) => {
     if (killedFor) return;
     killedFor = why;
+    try {
+      // The whole process group: ffmpeg and anything it (or a wrapper) started.
+      if (tools.setsid) Deno.kill(-child.pid, "SIGKILL");
+    } catch {
+      // no such group
+    }
     try {
       child.kill("SIGKILL");
     } catch {
@@ -245,12 +253,14 @@ export async function runFfmpeg(
     return text;
   })();
   try {
-    const [status, , stderr] = await Promise.all([
-      child.status,
-      readProgress,
-      readErrors,
-      feeding,
-    ]);
+    const status = await child.status;
+    // Output pipes close with the process, unless a child of it holds them:
+    // give them a moment, then stop reading.
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((r) => graceTimer = setTimeout(r, 2000));
+    await Promise.race([Promise.all([readProgress, feeding]), grace]);
+    const stderr = await Promise.race([readErrors, grace.then(() => "")]);
+    clearTimeout(graceTimer);
     if (killedFor) {
       throw new FfmpegError(`ffmpeg was stopped because ${killedFor}`);
     }

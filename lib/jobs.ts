@@ -259,11 +259,24 @@ export class JobWorker {
       pending = undefined;
       await writing;
       clearInterval(renew);
-      if (lostLease || this.#stopped) return;
+      if (lostLease) return;
       await this.#finishOk(id, jobStamp, current, output);
     } catch (err) {
       clearInterval(renew);
-      if (lostLease || this.#stopped) return;
+      if (lostLease) return;
+      if (this.#stopped) {
+        // A graceful stop is not the job's fault: hand it back unchanged.
+        await kv.atomic().check({ key: jobKey(id), versionstamp: jobStamp })
+          .set(jobKey(id), {
+            ...current,
+            state: "queued",
+            attempts: current.attempts - 1,
+            runAfter: Date.now(),
+            leaseUntil: 0,
+            updatedAt: Date.now(),
+          }).commit().catch(() => {});
+        return;
+      }
       const reason = (err as Error).message || String(err);
       const entry = await kv.get<Job>(jobKey(id));
       if (entry.versionstamp !== jobStamp || !entry.value) return;

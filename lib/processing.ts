@@ -104,6 +104,7 @@ export async function processRecording(
       headChunks.push(c);
       headBytes += c.size;
     }
+    if (tools.missing) throw new FfmpegError(tools.missing);
     const headPath = `${work}/head.bin`;
     await ctx.storage.assemble(id, headChunks, headPath);
     const ext = sniffExtension(await readHead(headPath, 16));
@@ -251,6 +252,6 @@ export async function processRecording(
     }
     return { files: [mp4Name, seekableName], poster, media, durationS };
   } finally {
-    await ctx.storage.removeWorkDir(id);
+    await ctx.storage.removeWorkDir(work);
   }
 }

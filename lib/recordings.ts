@@ -183,10 +183,14 @@ export interface AppendResult {
 export async function assertAcceptsChunks(
   ctx: AppContext,
   id: string,
+  options: { allowClosed?: boolean } = {},
 ): Promise<Deno.KvEntry<Recording>> {
   const entry = await getRecordingEntry(ctx, id);
   const rec = entry.value;
-  if (rec.status !== "recording") throw notRecording(rec);
+  if (rec.status !== "recording") {
+    if (options.allowClosed) return entry;
+    throw notRecording(rec);
+  }
   if (rec.bytesReceived >= ctx.config.maxRecordingBytes) {
     throw recordingTooLarge(ctx.config.maxRecordingBytes);
   }
@@ -237,11 +241,20 @@ export async function commitChunk(
     if (stored.size === 0) throw emptyChunk();
     const limit = ctx.config.maxRecordingBytes;
     for (let attempt = 0;; attempt++) {
-      const [recEntry, known] = attempt === 0 && options.entry
-        ? [options.entry, undefined]
-        : await readForCommit(ctx, id, options.index);
+      const [recEntry, known] =
+        attempt === 0 && options.entry?.value.status === "recording"
+          ? [options.entry, undefined]
+          : await readForCommit(ctx, id, options.index);
       const rec = recEntry.value;
-      if (rec.status !== "recording") throw notRecording(rec);
+      if (rec.status !== "recording") {
+        // The retry of a chunk whose reply was lost (say, the one that
+        // completed the session) is still answered as a duplicate.
+        if (
+          options.index !== undefined && known?.value &&
+          await ctx.storage.sameBytes(id, known.value, stored)
+        ) return { recording: rec, index: options.index, duplicate: true };
+        throw notRecording(rec);
+      }
       if (rec.bytesReceived + stored.size > limit) {
         throw recordingTooLarge(limit);
       }
@@ -311,11 +324,15 @@ export async function commitChunk(
         publishChange(ctx, next);
         return { recording: next, index, duplicate: false };
       }
-      if (attempt > 50) {
-        throw new ConflictError(
+      if (attempt > 200) {
+        throw new UnavailableError(
           `Recording ${id} is being changed by many requests at once; retry the chunk.`,
+          1,
         );
       }
+      await new Promise((r) =>
+        setTimeout(r, Math.random() * Math.min(20, attempt + 1))
+      );
     }
   } finally {
     if (!keep) await ctx.storage.deleteChunk(id, stored);

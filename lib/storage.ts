@@ -80,8 +80,8 @@ export interface Storage {
   ): Promise<number>;
   /** A fresh local scratch folder for processing this recording. */
   makeWorkDir(videoId: string): Promise<string>;
-  /** Removes the scratch folder. */
-  removeWorkDir(videoId: string): Promise<void>;
+  /** Removes a scratch folder made by {@link makeWorkDir}. */
+  removeWorkDir(path: string): Promise<void>;
   /** Moves a finished local file into place atomically under `name`. */
   publishFile(
     videoId: string,
@@ -407,16 +407,15 @@ export class LocalStorage implements Storage {
   }
 
   async makeWorkDir(videoId: string): Promise<string> {
-    const dir = this.#workDir(videoId);
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    // A fresh folder per run, so an ffmpeg left over from a crashed run can
+    // never write into the files of the next one.
+    const dir = `${this.#workDir(videoId)}.${crypto.randomUUID().slice(0, 8)}`;
     await Deno.mkdir(dir, { recursive: true });
     return dir;
   }
 
-  async removeWorkDir(videoId: string): Promise<void> {
-    await Deno.remove(this.#workDir(videoId), { recursive: true }).catch(
-      () => {},
-    );
+  async removeWorkDir(path: string): Promise<void> {
+    await Deno.remove(path, { recursive: true }).catch(() => {});
   }
 
   async publishFile(
@@ -497,7 +496,6 @@ export class LocalStorage implements Storage {
         if (!(err instanceof Deno.errors.NotFound)) throw err;
       },
     );
-    await this.removeWorkDir(videoId);
   }
 }
 
