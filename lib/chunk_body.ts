@@ -212,7 +212,7 @@ async function readMultipartBody(
       );
     }, { fileFields: ["blob_data"] }));
   } catch (err) {
-    if (stored) await ctx.storage.deleteChunk(id, stored);
+    await stored?.settle(false);
     if (err instanceof MultipartError) {
       throw new BadRequestError(
         `The multipart body is malformed: ${err.message}`,
@@ -232,7 +232,7 @@ async function readMultipartBody(
       lastChunk: parseFlag(fields.last_chunk),
     };
   } catch (err) {
-    await ctx.storage.deleteChunk(id, stored);
+    await stored.settle(false);
     throw err;
   }
 }
@@ -304,7 +304,7 @@ export async function receiveChunk(
   try {
     index = mergeIndex(requestIndex, parsed.index);
   } catch (err) {
-    await ctx.storage.deleteChunk(id, parsed.stored);
+    await parsed.stored.settle(false);
     throw err;
   }
   const result: ReceiveResult = await commitChunk(ctx, id, parsed.stored, {

@@ -335,7 +335,7 @@ export async function commitChunk(
       );
     }
   } finally {
-    if (!keep) await ctx.storage.deleteChunk(id, stored);
+    await stored.settle(keep);
   }
 }
 

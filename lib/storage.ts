@@ -26,6 +26,12 @@ export interface ChunkRef {
 
 /** The result of storing one chunk. */
 export interface StoredChunk extends ChunkRef {
+  /**
+   * Must be called once the chunk is committed (`true`) or dropped
+   * (`false`: its bytes are freed). Until then the writer may hold storage
+   * resources of the recording.
+   */
+  settle(kept: boolean): Promise<void>;
   /** The first bytes of the chunk (up to 16), to recognise a media header. */
   head: Uint8Array;
   /** Base64 digest of the bytes with the algorithm asked for, if any. */
@@ -56,8 +62,6 @@ export interface Storage {
     maxBytes: number,
     options?: WriteChunkOptions,
   ): Promise<StoredChunk>;
-  /** Drops a chunk that was written but not committed (a duplicate, a clash). */
-  deleteChunk(videoId: string, chunk: ChunkRef): Promise<void>;
   /** Whether two stored chunks hold the same bytes (to tell a retry from a clash). */
   sameBytes(videoId: string, a: ChunkRef, b: ChunkRef): Promise<boolean>;
   /** Opens one stored chunk's bytes. */
@@ -141,7 +145,8 @@ const DATA_FILE = "data";
 export class LocalStorage implements Storage {
   readonly root: string;
   readonly minFreeBytes: number;
-  #locks = new Map<string, Promise<void>>();
+  /** Recordings whose data file a writer is appending to (until it settles). */
+  #appending = new Set<string>();
 
   constructor(dataDir: string, minFreeBytes = 0) {
     this.root = dataDir;
@@ -179,22 +184,6 @@ export class LocalStorage implements Storage {
     return join(this.#chunkDir(videoId), DATA_FILE);
   }
 
-  /** Runs `fn` alone among the writes of one recording (in this process). */
-  async #exclusive<T>(videoId: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.#locks.get(videoId) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = previous.then(() => mine);
-    this.#locks.set(videoId, tail);
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.#locks.get(videoId) === tail) this.#locks.delete(videoId);
-    }
-  }
-
   async createRecording(videoId: string): Promise<void> {
     await Deno.mkdir(this.#chunkDir(videoId), { recursive: true });
     await Deno.mkdir(this.#filesDir(videoId), { recursive: true });
@@ -210,105 +199,119 @@ export class LocalStorage implements Storage {
 
   /**
    * Appends the chunk to the recording's data file (one file per recording,
-   * so a chunk costs one fdatasync and no new directory entry). Appends of
-   * one recording are serialized; a failed one is cut off again.
+   * so a chunk costs one fdatasync and no new directory entry). The writer
+   * that appends holds the data file until it settles (commits or drops the
+   * chunk, which is then cut off again); a chunk that arrives meanwhile (a
+   * retry, a second client, a stalled first one) goes to a file of its own
+   * instead of waiting.
    */
-  writeChunk(
+  async writeChunk(
     videoId: string,
     body: ReadableStream<Uint8Array> | Uint8Array,
     maxBytes: number,
     options: WriteChunkOptions = {},
   ): Promise<StoredChunk> {
-    return this.#exclusive(videoId, async () => {
-      await this.#checkFreeSpace(body instanceof Uint8Array ? body.length : 0);
-      const hash = options.digest ? createHash(options.digest) : undefined;
-      let stalled = false;
-      let lastRead = Date.now();
-      let watchdog: ReturnType<typeof setInterval> | undefined;
-      const head = new Uint8Array(16);
-      let size = 0;
-      let handle: Deno.FsFile | undefined;
-      let offset = -1;
-      try {
-        handle = await Deno.open(this.#dataPath(videoId), {
-          write: true,
-          create: true,
-        });
-        offset = await handle.seek(0, Deno.SeekMode.End);
-        if (body instanceof Uint8Array) {
-          if (body.length > maxBytes) throw chunkTooLarge(maxBytes);
-          hash?.update(body);
-          head.set(body.subarray(0, 16));
-          size = body.length;
-          await writeAll(handle, body);
-        } else {
-          const reader = body.getReader();
-          if (options.idleMs) {
-            const idleMs = options.idleMs;
-            watchdog = setInterval(() => {
-              if (Date.now() - lastRead < idleMs) return;
-              stalled = true;
-              reader.cancel().catch(() => {});
-            }, Math.max(50, Math.floor(idleMs / 4)));
-          }
-          try {
-            while (true) {
-              const { done, value } = await reader.read();
-              if (stalled) throw bodyStalled(options.idleMs!);
-              if (done) break;
-              lastRead = Date.now();
-              size += value.length;
-              if (size > maxBytes) throw chunkTooLarge(maxBytes);
-              const at = size - value.length;
-              if (at < 16) head.set(value.subarray(0, 16 - at), at);
-              hash?.update(value);
-              await writeAll(handle, value);
-            }
-          } catch (err) {
+    await this.#checkFreeSpace(body instanceof Uint8Array ? body.length : 0);
+    const append = !this.#appending.has(videoId);
+    if (append) this.#appending.add(videoId);
+    const dir = this.#chunkDir(videoId);
+    const file = append ? DATA_FILE : `${crypto.randomUUID()}.chunk`;
+    const path = join(dir, file);
+    const hash = options.digest ? createHash(options.digest) : undefined;
+    const head = new Uint8Array(16);
+    let size = 0;
+    let handle: Deno.FsFile | undefined;
+    let offset = -1;
+    const release = () => {
+      if (append) this.#appending.delete(videoId);
+    };
+    try {
+      handle = await Deno.open(
+        path,
+        append
+          ? { write: true, create: true }
+          : { write: true, createNew: true },
+      );
+      offset = append ? await handle.seek(0, Deno.SeekMode.End) : 0;
+      if (body instanceof Uint8Array) {
+        if (body.length > maxBytes) throw chunkTooLarge(maxBytes);
+        hash?.update(body);
+        head.set(body.subarray(0, 16));
+        size = body.length;
+        await writeAll(handle, body);
+      } else {
+        const reader = body.getReader();
+        let stalled = false;
+        let lastRead = Date.now();
+        let watchdog: ReturnType<typeof setInterval> | undefined;
+        if (options.idleMs) {
+          const idleMs = options.idleMs;
+          watchdog = setInterval(() => {
+            if (Date.now() - lastRead < idleMs) return;
+            stalled = true;
             reader.cancel().catch(() => {});
-            throw err;
-          } finally {
-            clearInterval(watchdog);
-            reader.releaseLock();
+          }, Math.max(50, Math.floor(idleMs / 4)));
+        }
+        try {
+          while (true) {
+            const { done, value } = await reader.read();
+            if (stalled) throw bodyStalled(options.idleMs!);
+            if (done) break;
+            lastRead = Date.now();
+            size += value.length;
+            if (size > maxBytes) throw chunkTooLarge(maxBytes);
+            const at = size - value.length;
+            if (at < 16) head.set(value.subarray(0, 16 - at), at);
+            hash?.update(value);
+            await writeAll(handle, value);
           }
+        } catch (err) {
+          reader.cancel().catch(() => {});
+          throw err;
+        } finally {
+          clearInterval(watchdog);
+          reader.releaseLock();
         }
-        await handle.syncData();
-        handle.close();
-        handle = undefined;
-        return {
-          file: DATA_FILE,
-          offset,
-          size,
-          head: head.subarray(0, Math.min(16, size)),
-          digest: hash?.digest("base64"),
-        };
-      } catch (err) {
-        if (handle && offset >= 0) {
-          await handle.truncate(offset).catch(() => {});
-        }
-        handle?.close();
-        if (isNoSpace(err)) {
-          throw new StorageFullError(
-            "The server's storage is full; the chunk was not stored. Retry it later.",
-          );
-        }
-        throw err;
       }
-    });
-  }
-
-  deleteChunk(videoId: string, chunk: ChunkRef): Promise<void> {
-    return this.#exclusive(videoId, async () => {
-      const path = join(this.#chunkDir(videoId), chunk.file);
-      const end = (chunk.offset ?? 0) + chunk.size;
-      try {
-        const st = await Deno.stat(path);
-        if (chunk.file !== DATA_FILE) await Deno.remove(path);
-        else if (st.size === end) await Deno.truncate(path, chunk.offset ?? 0);
-      } catch (err) {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      if (append) await handle.syncData();
+      else await handle.sync();
+      handle.close();
+      handle = undefined;
+      if (!append) await syncDir(dir);
+      let settled = false;
+      return {
+        file,
+        offset,
+        size,
+        head: head.subarray(0, Math.min(16, size)),
+        digest: hash?.digest("base64"),
+        settle: async (kept: boolean) => {
+          if (settled) return;
+          settled = true;
+          try {
+            if (!kept && append) await Deno.truncate(path, offset);
+            if (!kept && !append) await Deno.remove(path);
+          } catch {
+            // the start-up sweep trims what is left
+          } finally {
+            release();
+          }
+        },
+      };
+    } catch (err) {
+      if (handle && append && offset >= 0) {
+        await handle.truncate(offset).catch(() => {});
       }
-    });
+      handle?.close();
+      if (!append) await Deno.remove(path).catch(() => {});
+      release();
+      if (isNoSpace(err)) {
+        throw new StorageFullError(
+          "The server's storage is full; the chunk was not stored. Retry it later.",
+        );
+      }
+      throw err;
+    }
   }
 
   async sameBytes(videoId: string, a: ChunkRef, b: ChunkRef): Promise<boolean> {
@@ -352,8 +355,8 @@ export class LocalStorage implements Storage {
     );
   }
 
-  trimChunks(videoId: string, kept: ChunkRef[]): Promise<number> {
-    return this.#exclusive(videoId, async () => {
+  async trimChunks(videoId: string, kept: ChunkRef[]): Promise<number> {
+    {
       let freed = 0;
       const keepFiles = new Set(kept.map((c) => c.file));
       let end = 0;
@@ -379,7 +382,7 @@ export class LocalStorage implements Storage {
         if (!(err instanceof Deno.errors.NotFound)) throw err;
       }
       return freed;
-    });
+    }
   }
 
   async assemble(

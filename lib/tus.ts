@@ -262,9 +262,9 @@ async function appendPatch(
       { digest: checksum?.algorithm, idleMs: ctx.config.bodyIdleTimeoutMs },
     );
     if (stored.size === 0) {
-      await ctx.storage.deleteChunk(id, stored);
+      await stored.settle(false);
     } else if (checksum && stored.digest !== checksum.expected) {
-      await ctx.storage.deleteChunk(id, stored);
+      await stored.settle(false);
       throw new ChecksumMismatchError(checksum.algorithm);
     } else {
       rec = (await commitChunk(ctx, id, stored, { expectOffset: offset }))
