@@ -107,7 +107,7 @@ export function loadConfig(env: Env = Deno.env.toObject()): Config {
     jobLeaseMs: readInt(env, "JOB_LEASE_MS", 30_000, 1000),
     jobBackoffMs: readInt(env, "JOB_BACKOFF_MS", 2_000, 0),
     ffmpegTimeoutMs: readInt(env, "FFMPEG_TIMEOUT_MS", 30 * 60_000, 1000),
-    ffmpegNice: Math.min(19, readInt(env, "FFMPEG_NICE", 10)),
+    ffmpegNice: Math.min(19, readInt(env, "FFMPEG_NICE", 19)),
     bodyIdleTimeoutMs: readInt(env, "BODY_IDLE_TIMEOUT_MS", 30_000, 100),
     maxOpenRecordings: readInt(env, "MAX_OPEN_RECORDINGS", 1000, 1),
     createRatePerMinute: readInt(env, "CREATE_RATE_PER_MINUTE", 60),
