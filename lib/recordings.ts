@@ -160,14 +160,6 @@ function notRecording(rec: Recording): ConflictError {
   );
 }
 
-/** What the client sends with one chunk. */
-export interface ChunkInput {
-  body: ReadableStream<Uint8Array> | Uint8Array;
-  /** The client's 0-based chunk number, when it gave one. */
-  index?: number;
-  contentType?: string;
-}
-
 /** What {@link commitChunk} reports back. */
 export interface AppendResult {
   recording: Recording;
@@ -337,27 +329,6 @@ export async function commitChunk(
   } finally {
     await stored.settle(keep);
   }
-}
-
-/**
- * Streams one chunk to storage, then commits it (see {@link commitChunk}).
- * Resolves only when the bytes and the KV record are both durable.
- */
-export async function appendChunk(
-  ctx: AppContext,
-  id: string,
-  input: ChunkInput,
-): Promise<AppendResult> {
-  const entry = await assertAcceptsChunks(ctx, id);
-  if (input.body instanceof Uint8Array && input.body.length === 0) {
-    throw emptyChunk();
-  }
-  const stored = await ctx.storage.writeChunk(
-    id,
-    input.body,
-    ctx.config.maxChunkBytes,
-  );
-  return await commitChunk(ctx, id, stored, { ...input, entry });
 }
 
 /** Chunks whose first bytes are kept, to judge a recording's start. */
