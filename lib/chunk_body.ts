@@ -250,9 +250,10 @@ export async function receiveChunk(
   const url = new URL(req.url);
   const headerIndex = req.headers.get("x-chunk-index");
   const queryIndex = url.searchParams.get("index");
-  const form = /^(application\/json|multipart\/form-data)/i.test(
-    req.headers.get("content-type") ?? "",
-  );
+  const contentType = req.headers.get("content-type") ?? "";
+  const mediaType = contentType.split(";")[0].trim().toLowerCase();
+  const form = mediaType === "application/json" ||
+    mediaType === "multipart/form-data";
   // A closed session still reads bodies that carry an index, so that the
   // retry of a chunk it already holds is answered as a duplicate.
   const entry = await assertAcceptsChunks(ctx, id, {
@@ -263,9 +264,7 @@ export async function receiveChunk(
     parseIndex(queryIndex, "the index query parameter"),
   );
   const max = ctx.config.maxChunkBytes;
-  const contentType = req.headers.get("content-type") ?? "";
   const declared = Number(req.headers.get("content-length") ?? NaN);
-  const mediaType = contentType.split(";")[0].trim().toLowerCase();
   const slack = mediaType === "application/json"
     ? Math.ceil(max / 3) * 4 + 64 * 1024
     : mediaType === "multipart/form-data"
@@ -310,10 +309,7 @@ export async function receiveChunk(
   const result: ReceiveResult = await commitChunk(ctx, id, parsed.stored, {
     entry,
     index,
-    contentType: mediaType.startsWith("multipart/") ||
-        mediaType === "application/json"
-      ? undefined
-      : contentType,
+    contentType: form ? undefined : contentType,
   });
   if (parsed.lastChunk) result.completed = await completeRecording(ctx, id);
   return result;
