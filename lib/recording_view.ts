@@ -4,32 +4,21 @@
  * imports nothing but types.
  */
 
-import type { MediaFacts, Recording, RecordingStatus } from "./kv_keys.ts";
+import type { Recording } from "./kv_keys.ts";
 
-/** What pages and sockets show of a recording (serializable, no internals). */
-export interface RecordingView {
-  id: string;
-  status: RecordingStatus;
-  createdAt: number;
-  updatedAt: number;
-  lastChunkAt?: number;
-  bytesReceived: number;
-  chunksReceived: number;
-  mimeType?: string;
-  progress?: number;
-  stage?: string;
-  durationS?: number;
-  files: string[];
-  poster?: string;
-  media?: MediaFacts;
-  error?: string;
-  /** When processing ended (complete or failed). */
-  finishedAt?: number;
-  /** Set when the session was finalized because no chunk came for too long. */
-  expired?: boolean;
-  /** Set on the last change of a recording that was deleted. */
-  deleted?: boolean;
-}
+/**
+ * What pages and sockets show of a recording (serializable, no internals):
+ * the record without its upload bookkeeping and token hash.
+ */
+export type RecordingView = Omit<
+  Recording,
+  | "nextIndex"
+  | "tokenHash"
+  | "uploadLength"
+  | "metadata"
+  | "mediaChecked"
+  | "protocol"
+>;
 
 /** The first message on `/ws`: a page of recordings, newest first. */
 export interface ListSnapshotMessage {
