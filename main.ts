@@ -161,7 +161,7 @@ export async function startService(config: Config): Promise<Service> {
     nice: config.ffmpegNice,
   });
   const ctx = await openContext(config);
-  await runSweep(ctx, { orphans: !isRemoteKv(config.kvPath) });
+  await runSweep(ctx, { orphans: !isRemoteKv(config.kvPath), startup: true });
   const app = createApp(ctx);
   const stopFeed = startLiveFeed(ctx);
   let worker: JobWorker | undefined;

@@ -115,21 +115,44 @@ export function setTapedeckRoot(root: string): void {
   tapedeckRoot = root.endsWith("/") ? root : `${root}/`;
 }
 
-/** Starts tapedeck (`deno run -A main.ts`) over `dataDir`. */
-export function startTapedeck(
+/**
+ * The environment and `deno run ...` arguments of the `serve` task in the checkout's
+ * deno.json (what `deno task start` runs after the build), so the bench
+ * measures the server exactly as users start it, as one process whose pid
+ * it samples. Checkouts without that task run `deno run -A main.ts`.
+ */
+export async function serveCommand(
+  root = tapedeckRoot,
+): Promise<{ args: string[]; env: Record<string, string> }> {
+  const config = JSON.parse(await Deno.readTextFile(`${root}deno.json`));
+  const task: string | undefined = config.tasks?.serve;
+  const words = task?.trim().split(/\s+/) ?? [];
+  const env: Record<string, string> = {};
+  while (/^[A-Z_]+=/.test(words[0] ?? "")) {
+    const [name, ...value] = words.shift()!.split("=");
+    env[name] = value.join("=");
+  }
+  if (words[0] !== "deno" || words[1] !== "run" || words.includes("&&")) {
+    return { args: ["run", "-A", `${root}main.ts`], env: {} };
+  }
+  return {
+    args: words.slice(1).map((w) => w.endsWith(".ts") ? `${root}${w}` : w),
+    env,
+  };
+}
+
+/** Starts tapedeck (the `serve` task of deno.json) over `dataDir`. */
+export async function startTapedeck(
   dataDir: string,
   env: Record<string, string> = {},
 ): Promise<ServerProcess> {
-  return spawnListening(
+  const serve = await serveCommand();
+  return await spawnListening(
     "tapedeck",
     Deno.execPath(),
-    [
-      "run",
-      "-A",
-      `${tapedeckRoot}main.ts`,
-    ],
+    serve.args,
     dataDir,
-    { ...TAPEDECK_ENV, ...env },
+    { ...serve.env, ...TAPEDECK_ENV, ...env },
     tapedeckRoot,
   );
 }

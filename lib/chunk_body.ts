@@ -258,6 +258,7 @@ export async function receiveChunk(
   // retry of a chunk it already holds is answered as a duplicate.
   const entry = await assertAcceptsChunks(ctx, id, {
     allowClosed: form || !!headerIndex || !!queryIndex,
+    remembered: true,
   });
   const requestIndex = mergeIndex(
     parseIndex(headerIndex, "the X-Chunk-Index header"),

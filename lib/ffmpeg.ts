@@ -145,6 +145,11 @@ function assertUsable(tools: FfmpegTools): void {
 export interface RunOptions {
   /** Called with the output time reached, in seconds. */
   onProgress?: (outTimeS: number) => void;
+  /**
+   * Called with the bytes written so far to the first output (`total_size`
+   * of `-progress`); with streams copied that tracks the input read.
+   */
+  onBytes?: (totalSize: number) => void;
   signal?: AbortSignal;
   /** The run is killed after this long. */
   timeoutMs?: number;
@@ -240,6 +245,8 @@ export async function runFfmpeg(
         buf = buf.slice(nl + 1);
         const m = line.match(/^out_time_(?:us|ms)=(\d+)/);
         if (m && options.onProgress) options.onProgress(Number(m[1]) / 1e6);
+        const size = line.match(/^total_size=(\d+)/);
+        if (size && options.onBytes) options.onBytes(Number(size[1]));
       }
     }
   })();

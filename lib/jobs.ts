@@ -17,7 +17,10 @@ import {
   jobWakeupKey,
   type Recording,
   recordingKey,
+  type UnflushedOutputs,
+  unflushedOutputsKey,
 } from "./kv_keys.ts";
+import { bootId, flushOutputs } from "./maintenance.ts";
 import { type ProcessingOutput, processRecording } from "./processing.ts";
 import { addChange, publishChange } from "./recordings.ts";
 
@@ -218,6 +221,7 @@ export class JobWorker {
     // never goes back.
     let lastReport = 0;
     let lastFraction = -1;
+    let lastStage = "";
     let writing: Promise<void> | undefined;
     let pending: { fraction: number; stage: string } | undefined;
     const writeProgress = () => {
@@ -237,9 +241,14 @@ export class JobWorker {
     };
     const onProgress = (fraction: number, stage: string) => {
       const t = Date.now();
-      if (t - lastReport < 250 && fraction - lastFraction < 0.05) return;
+      // A new stage is always written, so the status says where the job is.
+      if (
+        t - lastReport < 250 && fraction - lastFraction < 0.05 &&
+        stage === lastStage
+      ) return;
       lastReport = t;
       lastFraction = fraction;
+      lastStage = stage;
       pending = { fraction, stage };
       writeProgress();
     };
@@ -328,6 +337,13 @@ export class JobWorker {
     }
   }
 
+  /**
+   * Commits the job `done` and the recording `complete`. Files published
+   * unflushed (`output.unflushed`) get an ["outputs_unflushed", id] entry in
+   * the same commit and are flushed right after it, then the entry goes: the
+   * status turns `complete` without waiting for the disk, and a machine crash
+   * before the flush is caught by the sweep (lib/maintenance.ts).
+   */
   async #finishOk(
     id: string,
     jobStamp: string,
@@ -335,6 +351,8 @@ export class JobWorker {
     output: ProcessingOutput,
   ): Promise<void> {
     const kv = this.#ctx.kv;
+    const unflushed = output.unflushed?.length ? output.unflushed : undefined;
+    const boot = unflushed ? await bootId() : "";
     for (let attempt = 0; attempt < 20; attempt++) {
       const rec = await kv.get<Recording>(recordingKey(id));
       if (!rec.value) return;
@@ -364,10 +382,19 @@ export class JobWorker {
           updatedAt: now,
         })
         .delete(activeJobKey(id));
+      const mark: UnflushedOutputs = { bootId: boot, at: now };
+      if (unflushed) atomic.set(unflushedOutputsKey(id), mark);
       addChange(atomic, next);
       const res = await atomic.commit();
       if (res.ok) {
         publishChange(this.#ctx, next);
+        if (unflushed) {
+          await flushOutputs(this.#ctx, {
+            key: unflushedOutputsKey(id),
+            value: mark,
+            versionstamp: res.versionstamp,
+          }, unflushed);
+        }
         return;
       }
       const jobNow = await kv.get<Job>(jobKey(id));

@@ -13,6 +13,16 @@
  * | ["change", seq]                              | {@link ChangeEntry} (expires after an hour) |
  * | ["change_head"]                              | {@link ChangeEntry} (the newest change, for `watch`) |
  * | ["job_wakeup"]                               | time (ms) a job was last queued, for workers' `watch` |
+ * | ["outputs_unflushed", id]                    | {@link UnflushedOutputs} (index: complete, files not yet fsynced) |
+ *
+ * `["outputs_unflushed", id]` is written in the same commit that makes a
+ * recording `complete` (its finished files are renamed into place without
+ * fsync, to keep the flush off the path to "complete") and deleted once the
+ * files and their folder are flushed. An entry that outlives its job is
+ * handled by the sweep (lib/maintenance.ts): from this boot of the machine
+ * the page cache still holds the files, so they are flushed; from another
+ * boot (the machine went down before the flush) they may be torn, so the
+ * recording is processed again.
  *
  * A record and its indexes are written in one atomic commit; indexes hold ids,
  * never copies. Every state change checks the record's versionstamp.
@@ -25,7 +35,7 @@ export type RecordingStatus =
   | "complete"
   | "failed";
 
-/** What ffprobe said about a finished recording. */
+/** What processing found in a recording (header or ffprobe) and made of it. */
 export interface MediaFacts {
   container: string;
   durationS: number;
@@ -121,6 +131,14 @@ export interface Job {
   updatedAt: number;
 }
 
+/** Value of ["outputs_unflushed", id]: who published the files unflushed, and when. */
+export interface UnflushedOutputs {
+  /** /proc/sys/kernel/random/boot_id of the machine that wrote the files ("" when unknown). */
+  bootId: string;
+  /** When the recording was committed `complete` (ms since epoch). */
+  at: number;
+}
+
 /** A committed change to a recording, for live fan-out across instances. */
 export interface ChangeEntry {
   id: string;
@@ -211,4 +229,14 @@ export function changeHeadKey(): Deno.KvKey {
 /** ["job_wakeup"]: rewritten whenever a job is queued, so idle workers wake. */
 export function jobWakeupKey(): Deno.KvKey {
   return ["job_wakeup"];
+}
+
+/** ["outputs_unflushed", id]: the finished files of a complete recording are not yet fsynced. */
+export function unflushedOutputsKey(id: string): Deno.KvKey {
+  return ["outputs_unflushed", id];
+}
+
+/** Prefix of the unflushed-outputs index. */
+export function unflushedOutputsPrefix(): Deno.KvKey {
+  return ["outputs_unflushed"];
 }

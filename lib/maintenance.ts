@@ -1,27 +1,199 @@
 /**
  * Housekeeping run at start-up and by the minute sweep: idle recordings are
- * finalized or removed, finished ones past their retention are deleted, and
- * files that no KV record refers to are swept away.
+ * finalized or removed, finished ones past their retention are deleted,
+ * finished files left unflushed are flushed (or, after a machine crash,
+ * made again), and files that no KV record refers to are swept away.
  */
 
-import type { AppContext } from "./context.ts";
+import { type AppContext, isRemoteKv } from "./context.ts";
 import {
   type ChunkEntry,
   chunkPrefix,
+  finishedRecordingKey,
   finishedRecordingPrefix,
   openRecordingPrefix,
   type Recording,
   recordingKey,
+  type UnflushedOutputs,
+  unflushedOutputsPrefix,
 } from "./kv_keys.ts";
-import { completeRecording, deleteRecording } from "./recordings.ts";
+import {
+  addChange,
+  completeRecording,
+  deleteRecording,
+  publishChange,
+  queueJob,
+} from "./recordings.ts";
 
 /** What one sweep did. */
 export interface SweepReport {
   finalized: string[];
   removed: string[];
   retained: string[];
+  /** Recordings whose unflushed finished files were flushed. */
+  flushed: string[];
+  /** Recordings processed again: their files may not have reached the disk. */
+  reprocessed: string[];
   orphanFiles: number;
   orphanRecordings: number;
+}
+
+/**
+ * An unflushed-outputs entry younger than this is left to the job that
+ * wrote it (it flushes right after its commit) unless it is the start-up
+ * sweep of a local KV, where no other process can be running the job.
+ */
+export const UNFLUSHED_GRACE_MS = 30_000;
+
+let cachedBootId: string | undefined;
+
+/**
+ * This machine's boot id (`/proc/sys/kernel/random/boot_id`), "" where the
+ * system has none. Files in the page cache survive a process crash but not
+ * a reboot, so the boot id tells which one an unflushed entry outlived.
+ */
+export async function bootId(): Promise<string> {
+  if (cachedBootId === undefined) {
+    try {
+      cachedBootId =
+        (await Deno.readTextFile("/proc/sys/kernel/random/boot_id")).trim();
+    } catch {
+      cachedBootId = "";
+    }
+  }
+  return cachedBootId;
+}
+
+/**
+ * Puts a `complete` recording whose finished files may be torn back to
+ * `processing` with a fresh job, and deletes its unflushed entry, in one
+ * commit (checked against `entry`). Returns whether it was queued; a
+ * recording that is gone or no longer complete only loses the entry.
+ */
+export async function reprocessUnflushed(
+  ctx: AppContext,
+  entry: Deno.KvEntry<UnflushedOutputs>,
+  why: string,
+): Promise<boolean> {
+  const id = String(entry.key.at(-1));
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const rec = await ctx.kv.get<Recording>(recordingKey(id));
+    if (!rec.value || rec.value.status !== "complete") {
+      await ctx.kv.atomic().check(entry).delete(entry.key).commit();
+      return false;
+    }
+    const now = Date.now();
+    const next: Recording = {
+      ...rec.value,
+      status: "processing",
+      progress: 0,
+      stage: `queued again: ${why}`,
+      error: undefined,
+      finishedAt: undefined,
+      updatedAt: now,
+    };
+    const atomic = ctx.kv.atomic()
+      .check(rec)
+      .check(entry)
+      .set(recordingKey(id), next)
+      .delete(entry.key);
+    if (rec.value.finishedAt) {
+      atomic.delete(finishedRecordingKey(rec.value.finishedAt, id));
+    }
+    queueJob(ctx, atomic, id, now);
+    addChange(atomic, next);
+    if ((await atomic.commit()).ok) {
+      publishChange(ctx, next);
+      return true;
+    }
+    const fresh = await ctx.kv.get(entry.key);
+    if (fresh.versionstamp !== entry.versionstamp) return false;
+  }
+  return false;
+}
+
+/**
+ * Flushes the finished files of a recording that was committed `complete`
+ * with them unflushed (`names`, else the recording's files and poster), then
+ * deletes the entry. When the flush fails the files may never reach the
+ * disk whole, so the recording is processed again
+ * ({@link reprocessUnflushed}). Returns what was done.
+ */
+export async function flushOutputs(
+  ctx: AppContext,
+  entry: Deno.KvEntry<UnflushedOutputs>,
+  names?: string[],
+): Promise<"flushed" | "reprocessed" | "dropped"> {
+  const id = String(entry.key.at(-1));
+  if (!names) {
+    const rec = (await ctx.kv.get<Recording>(recordingKey(id))).value;
+    if (!rec || rec.status !== "complete") {
+      await ctx.kv.atomic().check(entry).delete(entry.key).commit();
+      return "dropped";
+    }
+    names = [...rec.files, ...(rec.poster ? [rec.poster] : [])];
+  }
+  try {
+    await ctx.storage.syncFiles(id, names);
+  } catch (err) {
+    console.error(
+      `flushing the finished files of ${id} failed (${
+        (err as Error).message
+      }); processing it again`,
+    );
+    return await reprocessUnflushed(
+        ctx,
+        entry,
+        "its finished files could not be flushed to disk",
+      )
+      ? "reprocessed"
+      : "dropped";
+  }
+  await ctx.kv.atomic().check(entry).delete(entry.key).commit();
+  return "flushed";
+}
+
+/**
+ * Settles the unflushed-outputs entries that outlived their job (older than
+ * {@link UNFLUSHED_GRACE_MS}, or all of them at start-up with a local KV):
+ * written during this boot, the files are still in the page cache and are
+ * flushed; written during another boot (the machine went down before the
+ * flush, the page cache is lost) or by a machine without a boot id, the
+ * files may be torn and the recording is processed again.
+ */
+export async function recoverUnflushedOutputs(
+  ctx: AppContext,
+  options: { startup?: boolean; now?: number } = {},
+): Promise<{ flushed: string[]; reprocessed: string[] }> {
+  const flushed: string[] = [];
+  const reprocessed: string[] = [];
+  const boot = await bootId();
+  const now = options.now ?? Date.now();
+  const anyAge = (options.startup ?? false) && !isRemoteKv(ctx.config.kvPath);
+  for await (
+    const e of ctx.kv.list<UnflushedOutputs>({
+      prefix: unflushedOutputsPrefix(),
+    })
+  ) {
+    const id = String(e.key.at(-1));
+    if (!anyAge && e.value.at + UNFLUSHED_GRACE_MS > now) continue;
+    try {
+      if (e.value.bootId !== "" && e.value.bootId === boot) {
+        const done = await flushOutputs(ctx, e);
+        if (done === "flushed") flushed.push(id);
+        if (done === "reprocessed") reprocessed.push(id);
+      } else if (
+        await reprocessUnflushed(
+          ctx,
+          e,
+          "the machine went down before its finished files were flushed to disk",
+        )
+      ) reprocessed.push(id);
+    } catch (err) {
+      console.error(`settling the unflushed files of ${id} failed:`, err);
+    }
+  }
+  return { flushed, reprocessed };
 }
 
 /**
@@ -110,13 +282,20 @@ export async function sweepOrphans(
   return { files, recordings };
 }
 
-/** One full housekeeping pass. */
+/**
+ * One full housekeeping pass; `startup` for the one before the worker starts
+ * (unflushed outputs of any age are settled then), `orphans` to sweep files
+ * no record refers to (only when no request is in flight).
+ */
 export async function runSweep(
   ctx: AppContext,
-  options: { orphans?: boolean } = {},
+  options: { orphans?: boolean; startup?: boolean } = {},
 ): Promise<SweepReport> {
   const { finalized, removed } = await expireIdleRecordings(ctx);
   const retained = await applyRetention(ctx);
+  const { flushed, reprocessed } = await recoverUnflushedOutputs(ctx, {
+    startup: options.startup,
+  });
   const orphans = options.orphans
     ? await sweepOrphans(ctx)
     : { files: 0, recordings: 0 };
@@ -124,6 +303,8 @@ export async function runSweep(
     finalized,
     removed,
     retained,
+    flushed,
+    reprocessed,
     orphanFiles: orphans.files,
     orphanRecordings: orphans.recordings,
   };

@@ -1,6 +1,14 @@
 /**
  * Turns a recording's chunks into its finished files: a seekable WebM (or
  * MKV), a faststart MP4 and a poster JPEG, with progress reported as it goes.
+ *
+ * The path to "complete" is kept short: the codecs come from the recording's
+ * own header (lib/matroska.ts; ffprobe only when that cannot be read), one
+ * ffmpeg pass reads the stored data file in place (or the chunks through its
+ * stdin when they are not laid out in one file) and writes both videos, the
+ * poster is made from the first chunks at the same time, the duration is read
+ * back from the finished file's header, and the files are published without
+ * fsync: the job flushes them after committing (see lib/jobs.ts).
  */
 
 import { resolve } from "node:path";
@@ -13,7 +21,9 @@ import {
   runFfmpeg,
 } from "./ffmpeg.ts";
 import type { MediaFacts } from "./kv_keys.ts";
+import { readMatroskaHead } from "./matroska.ts";
 import { listChunks, openChunkStream } from "./recordings.ts";
+import type { ChunkRef } from "./storage.ts";
 
 /** Video codecs the MP4 container holds as they are. */
 const MP4_VIDEO = new Set(["h264", "hevc", "vp9", "av1"]);
@@ -29,10 +39,20 @@ export interface ProcessingOutput {
   poster?: string;
   media: MediaFacts;
   durationS: number;
+  /**
+   * Finished files that were moved into place without fsync. Whoever
+   * commits the result must record that, then flush them
+   * (`Storage.syncFiles`); see lib/jobs.ts.
+   */
+  unflushed?: string[];
 }
 
-/** How much of the recording's start is probed for its codecs. */
+/** How much of the recording's start is probed for its codecs (and makes the poster). */
 const PROBE_BYTES = 2 * 1024 * 1024;
+/** How much of the finished WebM/MKV is read for its Duration. */
+const FINISHED_HEAD_BYTES = 64 * 1024;
+/** The poster run is given at most this long (it reads only the first chunks). */
+const POSTER_TIMEOUT_MS = 60_000;
 
 /** Progress of a processing run: `fraction` from 0 to 1 and a stage name. */
 export type ProgressCallback = (fraction: number, stage: string) => void;
@@ -55,19 +75,157 @@ function sniffExtension(head: Uint8Array): "webm" | "mp4" {
   return isFtyp ? "mp4" : "webm";
 }
 
+/** The first `n` bytes of a file (fewer when it is shorter). */
 async function readHead(path: string, n: number): Promise<Uint8Array> {
   const file = await Deno.open(path);
   try {
     const buf = new Uint8Array(n);
-    const read = await file.read(buf);
-    return buf.subarray(0, read ?? 0);
+    let filled = 0;
+    while (filled < n) {
+      const read = await file.read(buf.subarray(filled));
+      if (read === null) break;
+      filled += read;
+    }
+    return buf.subarray(0, filled);
   } finally {
     file.close();
   }
 }
 
-function streamOf(probed: ProbeResult, type: "video" | "audio") {
-  return probed.streams.find((s) => s.codec_type === type);
+/** The facts of one stream that processing uses. */
+interface StreamFacts {
+  /** ffprobe's codec_name ("" when unknown). */
+  codec: string;
+  width?: number;
+  height?: number;
+  channels?: number;
+  sampleRate?: number;
+}
+
+function streamOf(
+  probed: ProbeResult,
+  type: "video" | "audio",
+): StreamFacts | undefined {
+  const s = probed.streams.find((s) => s.codec_type === type);
+  if (!s) return undefined;
+  return {
+    codec: s.codec_name ?? "",
+    width: s.width,
+    height: s.height,
+    channels: s.channels,
+    sampleRate: s.sample_rate ? Number(s.sample_rate) : undefined,
+  };
+}
+
+/**
+ * The first video and audio stream of the recording's head: read from its
+ * Matroska header, or by ffprobe when that cannot be read (MP4, odd files).
+ */
+async function probeHead(
+  tools: FfmpegTools,
+  head: Uint8Array,
+  headFile: () => Promise<string>,
+  timeoutMs: number,
+): Promise<{ video?: StreamFacts; audio?: StreamFacts }> {
+  const parsed = readMatroskaHead(head);
+  if (parsed) {
+    const pick = (type: "video" | "audio"): StreamFacts | undefined => {
+      const t = parsed.tracks.find((t) => t.type === type);
+      return t
+        ? {
+          codec: t.codecName,
+          width: t.width,
+          height: t.height,
+          channels: t.channels,
+          sampleRate: t.sampleRate,
+        }
+        : undefined;
+    };
+    return { video: pick("video"), audio: pick("audio") };
+  }
+  let probed: ProbeResult;
+  try {
+    probed = await probe(tools, await headFile(), { timeoutMs });
+  } catch (err) {
+    if (err instanceof FfmpegError) {
+      throw new BadRecordingError(
+        `The uploaded data is not a readable recording (${err.message}).`,
+      );
+    }
+    throw err;
+  }
+  return { video: streamOf(probed, "video"), audio: streamOf(probed, "audio") };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).size > 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Makes the poster from the recording's first chunks: the frame at 1 s, or
+ * the first frame when the head holds less than 1 s of video. Returns
+ * whether a poster was made; a failure is logged, not thrown (a recording
+ * without a poster is still a good recording), except a cancellation.
+ */
+async function makePoster(
+  tools: FfmpegTools,
+  head: HeadSource,
+  out: string,
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<boolean> {
+  for (const seek of [["-ss", "1"], []]) {
+    try {
+      await runFfmpeg(tools, [
+        "-protocol_whitelist",
+        head.whitelist,
+        ...seek,
+        "-i",
+        head.url,
+        "-frames:v",
+        "1",
+        "-q:v",
+        "3",
+        "-f",
+        "image2",
+        fileUrl(out),
+      ], { signal, timeoutMs });
+    } catch (err) {
+      if (signal.aborted) throw err;
+      console.warn(
+        `poster of ${out.split("/").at(-1)}: ${
+          (err as Error).message
+        }; the recording is published without a poster`,
+      );
+      return false;
+    }
+    if (await exists(out)) return true;
+  }
+  return false;
+}
+
+/** Where ffmpeg reads the recording's first chunks: a URL and the protocols it needs. */
+interface HeadSource {
+  url: string;
+  whitelist: string;
+}
+
+/** ffmpeg's URL for bytes [0, end) of a local file (the `subfile` protocol). */
+function subfileUrl(path: string, end: number): string {
+  return `subfile,,start,0,end,${end},,:${fileUrl(path)}`;
+}
+
+/** The ffmpeg input of the main pass. */
+interface MainInput {
+  args: string[];
+  /** Bytes for stdin, when the chunks are streamed. */
+  stream?: ReadableStream<Uint8Array>;
+  /** Whether progress comes from ffmpeg's `total_size` (the file is read in place). */
+  inPlace: boolean;
 }
 
 function passthroughFlags(tools: FfmpegTools): string[] {
@@ -79,8 +237,11 @@ function passthroughFlags(tools: FfmpegTools): string[] {
 
 /**
  * Processes one recording in its work folder and publishes the outputs to
- * storage. Throws {@link BadRecordingError} when the input is not media, and
- * {@link FfmpegError} when a tool fails.
+ * storage, unflushed (listed in `unflushed`: the caller flushes them after
+ * committing). Throws {@link BadRecordingError} when the input is not media,
+ * and {@link FfmpegError} when the main ffmpeg pass fails. A poster that
+ * cannot be made is left out (the result has no `poster`) and logged: it
+ * does not fail the job.
  */
 export async function processRecording(
   ctx: AppContext,
@@ -105,22 +266,31 @@ export async function processRecording(
       headBytes += c.size;
     }
     if (tools.missing) throw new FfmpegError(tools.missing);
+    // The first chunks: read in place when the chunks lie in one local file
+    // in order (see mainInput), else assembled into head.bin.
+    const local = await inPlace(ctx, id, chunks);
     const headPath = `${work}/head.bin`;
-    await ctx.storage.assemble(id, headChunks, headPath);
-    const ext = sniffExtension(await readHead(headPath, 16));
-    let probed: ProbeResult;
-    try {
-      probed = await probe(tools, headPath, { timeoutMs });
-    } catch (err) {
-      if (err instanceof FfmpegError) {
-        throw new BadRecordingError(
-          `The uploaded data is not a readable recording (${err.message}).`,
-        );
-      }
-      throw err;
+    let head: Uint8Array;
+    let headSource: HeadSource;
+    let headFile: () => Promise<string>;
+    if (local) {
+      head = await readHead(local.path, Math.min(local.end, headBytes));
+      headSource = {
+        url: subfileUrl(local.path, head.length),
+        whitelist: "file,subfile",
+      };
+      headFile = async () => {
+        await Deno.writeFile(headPath, head);
+        return headPath;
+      };
+    } else {
+      await ctx.storage.assemble(id, headChunks, headPath);
+      head = await Deno.readFile(headPath);
+      headSource = { url: fileUrl(headPath), whitelist: "file" };
+      headFile = () => Promise.resolve(headPath);
     }
-    const video = streamOf(probed, "video");
-    const audio = streamOf(probed, "audio");
+    const ext = sniffExtension(head);
+    const { video, audio } = await probeHead(tools, head, headFile, timeoutMs);
     if (!video && !audio) {
       throw new BadRecordingError(
         "The uploaded data holds no audio or video stream.",
@@ -128,12 +298,12 @@ export async function processRecording(
     }
     options.signal?.throwIfAborted();
 
-    const fitsWebm = (!video || WEBM_VIDEO.has(video.codec_name ?? "")) &&
-      (!audio || WEBM_AUDIO.has(audio.codec_name ?? ""));
+    const fitsWebm = (!video || WEBM_VIDEO.has(video.codec)) &&
+      (!audio || WEBM_AUDIO.has(audio.codec));
     const seekableName = `${id}.${fitsWebm ? "webm" : "mkv"}`;
     const seekable = `${work}/${seekableName}`;
-    const copyVideo = !video || MP4_VIDEO.has(video.codec_name ?? "");
-    const copyAudio = !audio || MP4_AUDIO.has(audio.codec_name ?? "");
+    const copyVideo = !video || MP4_VIDEO.has(video.codec);
+    const copyAudio = !audio || MP4_AUDIO.has(audio.codec);
     const mp4Name = `${id}.mp4`;
     const mp4 = `${work}/${mp4Name}`;
     const streams = ["-map", "0:v:0?", "-map", "0:a:0?"];
@@ -155,78 +325,91 @@ export async function processRecording(
     if (copyAudio) mp4Codecs.push("-c:a", "copy");
     else mp4Codecs.push("-c:a", "aac", "-b:a", "128k");
 
-    // One pass over the chunks, fed to ffmpeg's stdin: the seekable WebM/MKV
-    // (streams copied, duration and cues written) and the faststart MP4.
     const stage = copyVideo ? "remuxing" : "encoding mp4";
     const total = chunks.reduce((n, c) => n + c.size, 0);
-    let fed = 0;
-    const input = openChunkStream(ctx, id, chunks)
-      .pipeThrough(
-        new TransformStream<Uint8Array, Uint8Array>({
-          transform(piece, controller) {
-            fed += piece.length;
-            report(0.05 + 0.85 * (fed / total), stage);
-            controller.enqueue(piece);
-          },
-        }),
-      );
+    const progressOf = (bytes: number) =>
+      report(0.05 + 0.85 * Math.min(1, bytes / total), stage);
+    const input = mainInput(ctx, id, chunks, local, progressOf);
+
+    // The poster, from the head, while the main pass runs; its own signal so
+    // a failed main pass stops it too.
+    const posterName = `${id}.jpg`;
+    const posterControl = new AbortController();
+    const stopPoster = () => posterControl.abort();
+    options.signal?.addEventListener("abort", stopPoster);
+    if (options.signal?.aborted) stopPoster();
+    const posterRun = video
+      ? makePoster(
+        tools,
+        headSource,
+        `${work}/${posterName}`,
+        posterControl.signal,
+        Math.min(timeoutMs, POSTER_TIMEOUT_MS),
+      )
+      : Promise.resolve(false);
+    let posterSettled = false;
+    // Awaited below; settled either way.
+    posterRun.catch(() => {}).finally(() => posterSettled = true);
+
+    // One pass: the seekable WebM/MKV (streams copied, duration and cues
+    // written) and the faststart MP4.
+    let lastOutTimeS = 0;
     report(0.05, stage);
-    await runFfmpeg(tools, [
-      "-protocol_whitelist",
-      "file,pipe",
-      "-fflags",
-      "+genpts",
-      "-f",
-      ext === "mp4" ? "mov" : "matroska",
-      "-i",
-      "pipe:0",
-      ...streams,
-      "-c",
-      "copy",
-      "-f",
-      fitsWebm ? "webm" : "matroska",
-      fileUrl(seekable),
-      ...streams,
-      ...mp4Codecs,
-      "-strict",
-      "-2",
-      "-movflags",
-      "+faststart",
-      "-f",
-      "mp4",
-      fileUrl(mp4),
-    ], { signal: options.signal, timeoutMs, input });
-
-    const remuxed = await probe(tools, seekable, { timeoutMs });
-    const durationS = Number(remuxed.format?.duration ?? 0) || 0;
-
-    let poster: string | undefined;
-    if (video) {
-      report(0.97, "poster");
-      poster = `${id}.jpg`;
-      const at = durationS > 0 ? Math.min(1, durationS / 2) : 0;
+    try {
       await runFfmpeg(tools, [
         "-protocol_whitelist",
-        "file",
-        "-ss",
-        at.toFixed(3),
-        "-i",
-        fileUrl(seekable),
-        "-frames:v",
-        "1",
-        "-q:v",
-        "3",
+        input.inPlace ? "file,subfile" : "file,pipe",
+        "-fflags",
+        "+genpts",
         "-f",
-        "image2",
-        fileUrl(`${work}/${poster}`),
-      ], { signal: options.signal, timeoutMs });
+        ext === "mp4" ? "mov" : "matroska",
+        ...input.args,
+        ...streams,
+        "-c",
+        "copy",
+        "-f",
+        fitsWebm ? "webm" : "matroska",
+        fileUrl(seekable),
+        ...streams,
+        ...mp4Codecs,
+        "-strict",
+        "-2",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        fileUrl(mp4),
+      ], {
+        signal: options.signal,
+        timeoutMs,
+        input: input.stream,
+        onBytes: input.inPlace ? progressOf : undefined,
+        onProgress: (t) => lastOutTimeS = Math.max(lastOutTimeS, t),
+      });
+    } catch (err) {
+      stopPoster();
+      await posterRun.catch(() => {});
+      throw err;
+    } finally {
+      options.signal?.removeEventListener("abort", stopPoster);
     }
+
+    // The muxer wrote the Duration into the finished file's header.
+    const finished = readMatroskaHead(
+      await readHead(seekable, FINISHED_HEAD_BYTES),
+    );
+    const durationS = finished?.durationS ?? lastOutTimeS;
+
+    if (!posterSettled) report(0.95, "poster");
+    const poster = await posterRun ? posterName : undefined;
 
     options.signal?.throwIfAborted();
     const sizes: Record<string, number> = {};
-    for (const name of [mp4Name, seekableName, poster]) {
-      if (!name) continue;
-      const info = await ctx.storage.publishFile(id, name, `${work}/${name}`);
+    const published = [mp4Name, seekableName, ...(poster ? [poster] : [])];
+    for (const name of published) {
+      const info = await ctx.storage.publishFile(id, name, `${work}/${name}`, {
+        sync: false,
+      });
       sizes[name] = info.size;
     }
     const media: MediaFacts = {
@@ -238,20 +421,74 @@ export async function processRecording(
     };
     if (video) {
       media.video = {
-        codec: video.codec_name ?? "unknown",
+        codec: video.codec || "unknown",
         width: video.width ?? 0,
         height: video.height ?? 0,
       };
     }
     if (audio) {
       media.audio = {
-        codec: audio.codec_name ?? "unknown",
+        codec: audio.codec || "unknown",
         channels: audio.channels,
-        sampleRate: audio.sample_rate ? Number(audio.sample_rate) : undefined,
+        sampleRate: audio.sampleRate,
       };
     }
-    return { files: [mp4Name, seekableName], poster, media, durationS };
+    return {
+      files: [mp4Name, seekableName],
+      poster,
+      media,
+      durationS,
+      unflushed: published,
+    };
   } finally {
     await ctx.storage.removeWorkDir(work);
   }
+}
+
+/**
+ * The recording's data file when ffmpeg can read it in place: the chunks
+ * lie in it one after another, in index order, from offset 0 (one client
+ * sending in order, the usual case), and its path is one the `subfile`
+ * protocol can carry. Null otherwise.
+ */
+async function inPlace(
+  ctx: AppContext,
+  id: string,
+  chunks: ChunkRef[],
+): Promise<{ path: string; end: number } | null> {
+  const local = await ctx.storage.localPathOf(id, chunks);
+  if (!local) return null;
+  const path = resolve(local.path);
+  // The subfile URL ends its options at ",,:": keep paths with commas on
+  // the stdin route.
+  return path.includes(",") ? null : { path, end: local.end };
+}
+
+/**
+ * The main pass's input: the data file read in place through ffmpeg's
+ * `subfile` protocol, up to the end of the last chunk (so bytes past it,
+ * such as an uncommitted append that may grow while ffmpeg reads, are never
+ * read), else the chunks streamed to ffmpeg's stdin.
+ */
+function mainInput(
+  ctx: AppContext,
+  id: string,
+  chunks: ChunkRef[],
+  local: { path: string; end: number } | null,
+  progressOf: (bytes: number) => void,
+): MainInput {
+  if (local) {
+    return { args: ["-i", subfileUrl(local.path, local.end)], inPlace: true };
+  }
+  let fed = 0;
+  const stream = openChunkStream(ctx, id, chunks).pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(piece, controller) {
+        fed += piece.length;
+        progressOf(fed);
+        controller.enqueue(piece);
+      },
+    }),
+  );
+  return { args: ["-i", "pipe:0"], stream, inPlace: false };
 }

@@ -39,6 +39,7 @@ import {
   recordingKey,
 } from "./kv_keys.ts";
 import type { ChunkRef, StoredChunk } from "./storage.ts";
+import { commitGrouped } from "./kv_batch.ts";
 
 const UUID_V4 =
   /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -169,15 +170,55 @@ export interface AppendResult {
 }
 
 /**
+ * The record each recording had after this process's last chunk commit, so
+ * the next chunk needs no KV read before its body. It may be stale (another
+ * request or process changed the record since): the chunk's commit checks
+ * the versionstamp, and on a mismatch reads the record again and decides on
+ * that, so a stale entry costs one more round trip, never a wrong answer.
+ */
+const committedRecords = new WeakMap<
+  Deno.Kv,
+  Map<string, Deno.KvEntry<Recording>>
+>();
+const COMMITTED_RECORDS_MAX = 4096;
+
+function lastCommitted(kv: Deno.Kv): Map<string, Deno.KvEntry<Recording>> {
+  let map = committedRecords.get(kv);
+  if (!map) {
+    map = new Map();
+    committedRecords.set(kv, map);
+  }
+  return map;
+}
+
+function rememberCommitted(
+  kv: Deno.Kv,
+  rec: Recording,
+  versionstamp: string | null,
+): void {
+  const map = lastCommitted(kv);
+  map.delete(rec.id);
+  if (versionstamp === null || rec.status !== "recording") return;
+  map.set(rec.id, { key: recordingKey(rec.id), value: rec, versionstamp });
+  if (map.size > COMMITTED_RECORDS_MAX) {
+    map.delete(map.keys().next().value!);
+  }
+}
+
+/**
  * Checks that a recording takes chunks (404, 409 or 413 otherwise) before
- * any byte of the body is read.
+ * any byte of the body is read. With `remembered`, the record this process
+ * committed last for the recording stands in for a KV read (the chunk's
+ * commit then re-checks it against KV).
  */
 export async function assertAcceptsChunks(
   ctx: AppContext,
   id: string,
-  options: { allowClosed?: boolean } = {},
+  options: { allowClosed?: boolean; remembered?: boolean } = {},
 ): Promise<Deno.KvEntry<Recording>> {
-  const entry = await getRecordingEntry(ctx, id);
+  assertVideoId(id);
+  const entry = (options.remembered && lastCommitted(ctx.kv).get(id)) ||
+    await getRecordingEntry(ctx, id);
   const rec = entry.value;
   if (rec.status !== "recording") {
     if (options.allowClosed) return entry;
@@ -238,6 +279,9 @@ export async function commitChunk(
           ? [options.entry, undefined]
           : await readForCommit(ctx, id, options.index);
       const rec = recEntry.value;
+      // A record read before the body (or remembered from the last commit)
+      // may be stale: judge a failing check again on a fresh read.
+      const early = attempt === 0 && recEntry === options.entry;
       if (rec.status !== "recording") {
         // The retry of a chunk whose reply was lost (say, the one that
         // completed the session) is still answered as a duplicate.
@@ -248,12 +292,14 @@ export async function commitChunk(
         throw notRecording(rec);
       }
       if (rec.bytesReceived + stored.size > limit) {
+        if (early) continue;
         throw recordingTooLarge(limit);
       }
       if (
         options.expectOffset !== undefined &&
         rec.bytesReceived !== options.expectOffset
       ) {
+        if (early) continue;
         throw new ConflictError(
           `Upload-Offset ${options.expectOffset} does not match the ${rec.bytesReceived} bytes the server holds; resume from ${rec.bytesReceived}.`,
         );
@@ -262,6 +308,7 @@ export async function commitChunk(
         rec.uploadLength !== undefined &&
         rec.bytesReceived + stored.size > rec.uploadLength
       ) {
+        if (early) continue;
         throw new ConflictError(
           `The chunk would pass the declared Upload-Length of ${rec.uploadLength} bytes.`,
         );
@@ -304,13 +351,15 @@ export async function commitChunk(
         mimeType: rec.mimeType ?? cleanMime(options.contentType),
         mediaChecked: mediaChecked || undefined,
       };
-      const atomic = ctx.kv.atomic()
-        .check(recEntry)
-        .check({ key: chunkKey(id, index), versionstamp: null })
-        .set(chunkKey(id, index), chunk)
-        .set(recordingKey(id), next);
-      addChange(atomic, next);
-      const res = await atomic.commit();
+      const res = await commitGrouped(ctx.kv, {
+        lock: id,
+        checks: [recEntry, { key: chunkKey(id, index), versionstamp: null }],
+        mutate(atomic) {
+          atomic.set(chunkKey(id, index), chunk).set(recordingKey(id), next);
+          addChange(atomic, next);
+        },
+      });
+      rememberCommitted(ctx.kv, next, res.ok ? res.versionstamp : null);
       if (res.ok) {
         keep = true;
         publishChange(ctx, next);
@@ -436,7 +485,7 @@ export async function listChunks(
 }
 
 /** Adds a fresh queued job (and the workers' wake-up) to an atomic operation. */
-function queueJob(
+export function queueJob(
   ctx: AppContext,
   atomic: Deno.AtomicOperation,
   id: string,

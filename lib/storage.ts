@@ -86,12 +86,34 @@ export interface Storage {
   makeWorkDir(videoId: string): Promise<string>;
   /** Removes a scratch folder made by {@link makeWorkDir}. */
   removeWorkDir(path: string): Promise<void>;
-  /** Moves a finished local file into place atomically under `name`. */
+  /**
+   * Moves a finished local file into place atomically under `name`, flushed
+   * to disk first. With `sync: false` it is only renamed into place: the
+   * caller must call {@link syncFiles} before relying on it surviving a
+   * machine crash.
+   */
   publishFile(
     videoId: string,
     name: string,
     localPath: string,
+    options?: { sync?: boolean },
   ): Promise<StoredFileInfo>;
+  /**
+   * Flushes finished files (published with `sync: false`) and their folder
+   * to disk. Throws when a file is missing or cannot be flushed.
+   */
+  syncFiles(videoId: string, names: string[]): Promise<void>;
+  /**
+   * The local file that holds exactly `chunks`, one after another in the
+   * given order from offset 0, so a tool can read it in place: its path, and
+   * `end`, the offset where the last chunk ends (the file may be longer).
+   * Null when the chunks are not laid out that way (or the storage is not
+   * local).
+   */
+  localPathOf(
+    videoId: string,
+    chunks: ChunkRef[],
+  ): Promise<{ path: string; end: number } | null>;
   /** Facts about a finished file, or null when there is none. */
   statFile(videoId: string, name: string): Promise<StoredFileInfo | null>;
   /** Opens bytes [start, end] of a finished file. */
@@ -129,6 +151,83 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) {
     offset += await file.write(bytes.subarray(offset));
+  }
+}
+
+/** Body bytes gathered per file write. */
+const PIECE_BYTES = 256 * 1024;
+/** Gather buffers kept for reuse between requests (at most 4 MiB). */
+const spareBuffers: ArrayBuffer[] = [];
+const SPARE_BUFFERS_MAX = 16;
+
+/**
+ * Reads a request body in pieces of up to {@link PIECE_BYTES}. A byte
+ * stream (a request body) is read with a BYOB reader into a buffer reused
+ * from request to request, so receiving a chunk allocates nothing per read
+ * (no garbage for the collector, no growth of the allocator's heap); other
+ * streams are read as they come. A piece is valid until the next call.
+ */
+class PieceReader {
+  #byob?: ReadableStreamBYOBReader;
+  #plain?: ReadableStreamDefaultReader<Uint8Array>;
+  #buffer?: ArrayBuffer;
+  #done = false;
+
+  constructor(body: ReadableStream<Uint8Array>) {
+    try {
+      this.#byob = body.getReader({ mode: "byob" });
+      this.#buffer = spareBuffers.pop() ?? new ArrayBuffer(PIECE_BYTES);
+    } catch {
+      this.#plain = body.getReader();
+    }
+  }
+
+  /**
+   * The next piece, or null at the end; `onBytes` is called as bytes
+   * arrive. A piece returns as soon as it holds more than `allowed` bytes,
+   * so a body over its limit is refused without waiting for more.
+   */
+  async next(onBytes: () => void, allowed: number): Promise<Uint8Array | null> {
+    if (this.#plain) {
+      const { done, value } = await this.#plain.read();
+      if (!done) onBytes();
+      return done ? null : value;
+    }
+    let filled = 0;
+    const want = Math.min(PIECE_BYTES, Math.max(0, allowed) + 1);
+    while (!this.#done && filled < want) {
+      const { done, value } = await this.#byob!.read(
+        new Uint8Array(this.#buffer!, filled, PIECE_BYTES - filled),
+      );
+      if (!value) {
+        // Cancelled: the buffer went with the read.
+        this.#buffer = undefined;
+        this.#done = true;
+        throw new Error("The chunk body was cancelled while being read.");
+      }
+      this.#buffer = value.buffer as ArrayBuffer;
+      filled += value.length;
+      if (value.length > 0) onBytes();
+      if (done) this.#done = true;
+    }
+    return filled > 0 || !this.#done
+      ? new Uint8Array(this.#buffer!, 0, filled)
+      : null;
+  }
+
+  cancel(): void {
+    (this.#byob ?? this.#plain)!.cancel().catch(() => {});
+  }
+
+  release(): void {
+    (this.#byob ?? this.#plain)!.releaseLock();
+    if (
+      this.#buffer?.byteLength === PIECE_BYTES &&
+      spareBuffers.length < SPARE_BUFFERS_MAX
+    ) {
+      spareBuffers.push(this.#buffer);
+    }
+    this.#buffer = undefined;
   }
 }
 
@@ -240,7 +339,7 @@ export class LocalStorage implements Storage {
         size = body.length;
         await writeAll(handle, body);
       } else {
-        const reader = body.getReader();
+        const reader = new PieceReader(body);
         let stalled = false;
         let lastRead = Date.now();
         let watchdog: ReturnType<typeof setInterval> | undefined;
@@ -249,15 +348,18 @@ export class LocalStorage implements Storage {
           watchdog = setInterval(() => {
             if (Date.now() - lastRead < idleMs) return;
             stalled = true;
-            reader.cancel().catch(() => {});
+            reader.cancel();
           }, Math.max(50, Math.floor(idleMs / 4)));
         }
         try {
           while (true) {
-            const { done, value } = await reader.read();
+            const value = await reader
+              .next(() => lastRead = Date.now(), maxBytes - size)
+              .catch((err) => {
+                throw stalled ? bodyStalled(options.idleMs!) : err;
+              });
             if (stalled) throw bodyStalled(options.idleMs!);
-            if (done) break;
-            lastRead = Date.now();
+            if (!value) break;
             size += value.length;
             if (size > maxBytes) throw chunkTooLarge(maxBytes);
             const at = size - value.length;
@@ -266,11 +368,11 @@ export class LocalStorage implements Storage {
             await writeAll(handle, value);
           }
         } catch (err) {
-          reader.cancel().catch(() => {});
+          reader.cancel();
           throw err;
         } finally {
           clearInterval(watchdog);
-          reader.releaseLock();
+          reader.release();
         }
       }
       if (append) await handle.syncData();
@@ -425,15 +527,12 @@ export class LocalStorage implements Storage {
     videoId: string,
     name: string,
     localPath: string,
+    options: { sync?: boolean } = {},
   ): Promise<StoredFileInfo> {
+    const sync = options.sync ?? true;
     const dir = this.#filesDir(videoId);
     await Deno.mkdir(dir, { recursive: true });
-    const file = await Deno.open(localPath, { read: true, write: true });
-    try {
-      await file.sync();
-    } finally {
-      file.close();
-    }
+    if (sync) await this.#syncFile(localPath);
     const dest = join(dir, name);
     try {
       await Deno.rename(localPath, dest);
@@ -441,10 +540,46 @@ export class LocalStorage implements Storage {
       // Across file systems a rename fails: copy under a temporary name, then rename.
       const tmp = `${dest}.tmp-${crypto.randomUUID()}`;
       await Deno.copyFile(localPath, tmp);
+      if (sync) await this.#syncFile(tmp);
       await Deno.rename(tmp, dest);
     }
-    await syncDir(dir);
+    if (sync) await syncDir(dir);
     return (await this.statFile(videoId, name))!;
+  }
+
+  async #syncFile(path: string): Promise<void> {
+    const file = await Deno.open(path, { read: true, write: true });
+    try {
+      await file.sync();
+    } finally {
+      file.close();
+    }
+  }
+
+  async syncFiles(videoId: string, names: string[]): Promise<void> {
+    const dir = this.#filesDir(videoId);
+    await Promise.all(names.map((name) => this.#syncFile(join(dir, name))));
+    await syncDir(dir);
+  }
+
+  async localPathOf(
+    videoId: string,
+    chunks: ChunkRef[],
+  ): Promise<{ path: string; end: number } | null> {
+    let end = 0;
+    for (const c of chunks) {
+      if (c.file !== DATA_FILE || (c.offset ?? 0) !== end) return null;
+      end += c.size;
+    }
+    if (chunks.length === 0) return null;
+    const path = this.#dataPath(videoId);
+    try {
+      if ((await Deno.stat(path)).size < end) return null;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return null;
+      throw err;
+    }
+    return { path, end };
   }
 
   async statFile(

@@ -42,7 +42,10 @@ interface Fakes {
   missing: string;
   /** Makes the hanging scripts hang on this recording. */
   hangOn(id: string): Promise<void>;
-  /** Runs logged by the scripts (not counting `-version` probes). */
+  /**
+   * Main-pass runs logged by the scripts (the one writing the MP4): not
+   * counting `-version` probes nor the poster runs started next to it.
+   */
   runs(): Promise<{ at: number; args: string }[]>;
   /** Pids of the processes the hanging scripts left. */
   pids(): Promise<number[]>;
@@ -96,7 +99,9 @@ exec "${real}" "$@"
     },
     async runs() {
       const text = await Deno.readTextFile(log).catch(() => "");
-      return text.split("\n").filter((l) => l && !l.includes("-version"))
+      return text.split("\n").filter((l) =>
+        l && !l.includes("-version") && l.includes(".mp4")
+      )
         .map((l) => ({
           at: Number(l.slice(0, l.indexOf(" "))) / 1e6,
           args: l.slice(l.indexOf(" ") + 1),

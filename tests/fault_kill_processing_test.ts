@@ -6,13 +6,13 @@
  * is processed by a real `deno run main.ts` child that is SIGKILLed in each
  * processing step: while the work folder is filled (chunks assembled, head
  * probed), as soon as ffmpeg starts writing the WebM and MP4, several times
- * while it writes them, while it makes the poster and while the finished
- * files are moved into place. The step a kill hit is read from what was on
- * disk (and which ffmpeg was running) at that moment. All the while a poller
- * asks for the file list and the finished files: nothing may be listed or
- * served before the job is complete, and whatever is served must be the
- * finished file. After the last restart the job completes once, its attempts
- * count every claim, and the files are whole (ffprobe).
+ * while it writes them, while the poster ffmpeg runs (next to them) and
+ * while the finished files are moved into place. The step a kill hit is read
+ * from what was on disk (and which ffmpeg was running) at that moment. All
+ * the while a poller asks for the file list and the finished files: nothing
+ * may be listed or served before the job is complete, and whatever is served
+ * must be the finished file. After the last restart the job completes once,
+ * its attempts count every claim, and the files are whole (ffprobe).
  *
  * Set KILL_SEED to replay a run.
  */
@@ -284,14 +284,19 @@ Deno.test("kill-processing: kill -9 in every processing step never lists or serv
         url = server.url;
         break;
       }
+      // The poster ffmpeg may run next to the remux/encode: a kill counts
+      // as "poster" when it was aimed at the running poster ffmpeg, or when
+      // the poster is all there is besides the scratch folder.
       const step: Step = entries(filesDir).length > 0
         ? "publishing"
-        : posterRunning || work.includes(`${id}.jpg`)
+        : posterRunning
         ? "poster"
         : work.some((n) => /\.(webm|mkv|mp4)$/.test(n) && n.startsWith(id))
         ? (target === "remux/encode, early"
           ? "remux/encode, early"
           : "remux/encode")
+        : work.includes(`${id}.jpg`)
+        ? "poster"
         : "assembling/probing";
       landed[step] = (landed[step] ?? 0) + 1;
       for (const p of processes()) {
