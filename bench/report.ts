@@ -166,6 +166,32 @@ export function judgeTargets(r: BenchResults): TargetVerdict[] {
     });
   } else notRun("Saturation >= 1.2x the tus peer's");
 
+  // The issue's own definition of the saturation point: the open-loop
+  // step-up's last step with p99 <= 1 s and no errors.
+  const stepOf = (kind: ServerKind) =>
+    r.stepUp?.find((s) => s.kind === kind && s.saturationMBps > 0);
+  const stepOurs = stepOf("tapedeck");
+  for (
+    const [kind, target, min] of [
+      ["bare", "Saturation point (step-up) >= 80% of the bare server's", 0.8],
+      ["tus", "Saturation point (step-up) >= 1.2x the tus peer's", 1.2],
+    ] as const
+  ) {
+    const peer = stepOf(kind);
+    if (stepOurs && peer) {
+      const ratio = stepOurs.saturationMBps / peer.saturationMBps;
+      out.push({
+        target,
+        measured: `${fmt(stepOurs.saturationMBps)} vs ${
+          fmt(peer.saturationMBps)
+        } MB/s acknowledged = ${
+          min < 1 ? `${fmt(ratio * 100, 0)}%` : `${fmt(ratio, 2)}x`
+        }`,
+        verdict: verdict(ratio >= min),
+      });
+    } else notRun(target, "step-up not run for both servers");
+  }
+
   const n100 = r.steady?.find((s) => s.slots === 100);
   if (n100) {
     out.push({
@@ -493,7 +519,7 @@ export function renderReport(r: BenchResults): string {
 
   for (const p of r.processing ?? []) {
     parts.push(
-      `Stages of the ${p.label} job (first seen by 10 ms polling, s after complete_job): ${
+      `Stages of the ${p.label} job (first seen by polling every 100 ms with /ws, else 10 ms, s after complete_job): ${
         p.stages.map((s) => `${s.stage} ${fmt(s.atS, 2)}`).join(", ")
       }.`,
     );

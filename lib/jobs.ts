@@ -223,15 +223,18 @@ export class JobWorker {
     let lastFraction = -1;
     let lastStage = "";
     let writing: Promise<void> | undefined;
-    let pending: { fraction: number; stage: string } | undefined;
+    let pending:
+      | { fraction: number; stage: string; restart?: boolean }
+      | undefined;
     const writeProgress = () => {
       if (writing || !pending) return;
-      const { fraction, stage } = pending;
+      const { fraction, stage, restart } = pending;
       pending = undefined;
       writing = this.#updateRecording(
         id,
         (rec) =>
-          rec.status === "processing" && fraction >= (rec.progress ?? 0)
+          rec.status === "processing" &&
+            (restart || fraction >= (rec.progress ?? 0))
             ? { ...rec, progress: Math.min(0.99, fraction), stage }
             : null,
       ).catch(() => {}).finally(() => {
@@ -249,18 +252,22 @@ export class JobWorker {
       lastReport = t;
       lastFraction = fraction;
       lastStage = stage;
-      pending = { fraction, stage };
+      pending = { fraction, stage, restart: pending?.restart };
       writeProgress();
     };
 
     try {
-      await this.#updateRecording(
-        id,
-        (rec) =>
-          rec.status === "processing"
-            ? { ...rec, stage: job.attempts > 1 ? "retrying" : "starting" }
-            : null,
-      );
+      // Written by the progress writer, in order with what the run reports,
+      // while the run already starts; an attempt starts its progress over.
+      pending = {
+        fraction: 0,
+        stage: job.attempts > 1 ? "retrying" : "starting",
+        restart: true,
+      };
+      lastReport = Date.now();
+      lastFraction = 0;
+      lastStage = pending.stage;
+      writeProgress();
       const output = await this.#run(this.#ctx, id, {
         signal: controller.signal,
         onProgress,

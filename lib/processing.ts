@@ -331,8 +331,42 @@ export async function processRecording(
       report(0.05 + 0.85 * Math.min(1, bytes / total), stage);
     const input = mainInput(ctx, id, chunks, local, progressOf);
 
-    // The poster, from the head, while the main pass runs; its own signal so
-    // a failed main pass stops it too.
+    // One pass: the seekable WebM/MKV (streams copied, duration and cues
+    // written) and the faststart MP4.
+    let lastOutTimeS = 0;
+    report(0.05, stage);
+    const mainRun = runFfmpeg(tools, [
+      "-protocol_whitelist",
+      input.inPlace ? "file,subfile" : "file,pipe",
+      "-fflags",
+      "+genpts",
+      "-f",
+      ext === "mp4" ? "mov" : "matroska",
+      ...input.args,
+      ...streams,
+      "-c",
+      "copy",
+      "-f",
+      fitsWebm ? "webm" : "matroska",
+      fileUrl(seekable),
+      ...streams,
+      ...mp4Codecs,
+      "-strict",
+      "-2",
+      "-movflags",
+      "+faststart",
+      "-f",
+      "mp4",
+      fileUrl(mp4),
+    ], {
+      signal: options.signal,
+      timeoutMs,
+      input: input.stream,
+      onBytes: input.inPlace ? progressOf : undefined,
+      onProgress: (t) => lastOutTimeS = Math.max(lastOutTimeS, t),
+    });
+    // The poster, from the head, started right after the main pass and run
+    // beside it; its own signal so a failed main pass stops it too.
     const posterName = `${id}.jpg`;
     const posterControl = new AbortController();
     const stopPoster = () => posterControl.abort();
@@ -351,41 +385,8 @@ export async function processRecording(
     // Awaited below; settled either way.
     posterRun.catch(() => {}).finally(() => posterSettled = true);
 
-    // One pass: the seekable WebM/MKV (streams copied, duration and cues
-    // written) and the faststart MP4.
-    let lastOutTimeS = 0;
-    report(0.05, stage);
     try {
-      await runFfmpeg(tools, [
-        "-protocol_whitelist",
-        input.inPlace ? "file,subfile" : "file,pipe",
-        "-fflags",
-        "+genpts",
-        "-f",
-        ext === "mp4" ? "mov" : "matroska",
-        ...input.args,
-        ...streams,
-        "-c",
-        "copy",
-        "-f",
-        fitsWebm ? "webm" : "matroska",
-        fileUrl(seekable),
-        ...streams,
-        ...mp4Codecs,
-        "-strict",
-        "-2",
-        "-movflags",
-        "+faststart",
-        "-f",
-        "mp4",
-        fileUrl(mp4),
-      ], {
-        signal: options.signal,
-        timeoutMs,
-        input: input.stream,
-        onBytes: input.inPlace ? progressOf : undefined,
-        onProgress: (t) => lastOutTimeS = Math.max(lastOutTimeS, t),
-      });
+      await mainRun;
     } catch (err) {
       stopPoster();
       await posterRun.catch(() => {});

@@ -218,10 +218,24 @@ export async function makeRecording(
   return await Deno.readFile(path);
 }
 
+/** One stream of ffprobe's JSON, the fields tests compare. */
+export interface ProbedStream {
+  codec_type: string;
+  codec_name: string;
+  width?: number;
+  height?: number;
+  channels?: number;
+  sample_rate?: string;
+}
+
 /** What ffprobe says about a file, with packets counted. */
 export interface ProbeSummary {
   formatName: string;
   durationS: number;
+  /** The format's duration as ffprobe printed it (none for a live WebM). */
+  formatDuration?: string;
+  /** Every stream as ffprobe printed it. */
+  streams: ProbedStream[];
   video?: { codec: string; packets: number; width: number; height: number };
   audio?: { codec: string; packets: number };
 }
@@ -253,6 +267,8 @@ export async function probeFile(path: string): Promise<ProbeSummary> {
   return {
     formatName: j.format.format_name,
     durationS: Number(j.format.duration),
+    formatDuration: j.format.duration,
+    streams: j.streams,
     video: v
       ? {
         codec: v.codec_name,

@@ -11,37 +11,7 @@ import {
   type MatroskaTrack,
   readMatroskaHead,
 } from "../lib/matroska.ts";
-import { haveFfmpeg, makeRecording } from "./helpers.ts";
-
-interface ProbedStream {
-  codec_type: string;
-  codec_name: string;
-  width?: number;
-  height?: number;
-  channels?: number;
-  sample_rate?: string;
-}
-
-async function ffprobe(
-  path: string,
-): Promise<{ duration?: string; streams: ProbedStream[] }> {
-  const out = await new Deno.Command("ffprobe", {
-    args: [
-      "-v",
-      "error",
-      "-print_format",
-      "json",
-      "-show_format",
-      "-show_streams",
-      path,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  const j = JSON.parse(new TextDecoder().decode(out.stdout));
-  return { duration: j.format.duration, streams: j.streams };
-}
+import { haveFfmpeg, makeRecording, probeFile } from "./helpers.ts";
 
 async function ffmpeg(args: string[]): Promise<void> {
   const out = await new Deno.Command("ffmpeg", {
@@ -58,7 +28,7 @@ async function assertLikeFfprobe(
   head: MatroskaHead | null,
 ): Promise<void> {
   assert.ok(head, `${path}: no head read`);
-  const probed = await ffprobe(path);
+  const probed = await probeFile(path);
   const want = probed.streams.filter((s) =>
     s.codec_type === "video" || s.codec_type === "audio"
   );
@@ -76,13 +46,13 @@ async function assertLikeFfprobe(
       assert.equal(t.sampleRate, Number(s.sample_rate));
     }
   }
-  if (probed.duration === undefined) {
+  if (probed.formatDuration === undefined) {
     assert.equal(head.durationS, undefined);
   } else {
     assert.ok(head.durationS !== undefined, "a duration");
     assert.ok(
-      Math.abs(head.durationS - Number(probed.duration)) < 1e-6,
-      `duration ${head.durationS} vs ffprobe ${probed.duration}`,
+      Math.abs(head.durationS - Number(probed.formatDuration)) < 1e-6,
+      `duration ${head.durationS} vs ffprobe ${probed.formatDuration}`,
     );
   }
 }
