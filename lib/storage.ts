@@ -291,9 +291,12 @@ export class LocalStorage implements Storage {
       create: true,
     });
     data.close();
-    await syncDir(this.#chunkDir(videoId));
-    await syncDir(this.#recordingDir(videoId));
-    await syncDir(join(this.root, "recordings"));
+    // Together: the file system flushes them in one journal commit.
+    await Promise.all([
+      syncDir(this.#chunkDir(videoId)),
+      syncDir(this.#recordingDir(videoId)),
+      syncDir(join(this.root, "recordings")),
+    ]);
   }
 
   /**
