@@ -4,6 +4,11 @@
  */
 
 import { type LatencySummary, summarize, toMB } from "./stats.ts";
+import {
+  MAIN_STREAMS,
+  mp4CodecArgs,
+  posterOutputArgs,
+} from "../lib/processing.ts";
 
 /** The outcome of a disk write test. */
 export interface DiskResult {
@@ -157,25 +162,11 @@ export async function ffmpegByHand(
   reencode: boolean,
 ): Promise<ByHandResult> {
   await Deno.mkdir(work, { recursive: true });
-  const video = reencode
-    ? [
-      "-c:v",
-      "libx264",
-      "-preset",
-      "veryfast",
-      "-crf",
-      "23",
-      "-pix_fmt",
-      "yuv420p",
-      "-fps_mode",
-      "passthrough",
-      "-c:a",
-      "aac",
-      "-b:a",
-      "128k",
-    ]
-    : ["-c:v", "copy", "-c:a", "copy"];
-  const streams = ["-map", "0:v:0?", "-map", "0:a:0?"];
+  const video = mp4CodecArgs(!reencode, !reencode, [
+    "-fps_mode",
+    "passthrough",
+  ]);
+  const streams = MAIN_STREAMS;
   const mp4Output = [
     ...streams,
     ...video,
@@ -211,13 +202,7 @@ export async function ffmpegByHand(
         "1",
         "-i",
         input,
-        "-frames:v",
-        "1",
-        "-q:v",
-        "3",
-        "-f",
-        "image2",
-        `${work}/out.jpg`,
+        ...posterOutputArgs(`${work}/out.jpg`),
       ],
     ]);
     return { mp4OnlyS, sameFilesS };

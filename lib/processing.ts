@@ -186,13 +186,7 @@ async function makePoster(
         ...seek,
         "-i",
         head.url,
-        "-frames:v",
-        "1",
-        "-q:v",
-        "3",
-        "-f",
-        "image2",
-        fileUrl(out),
+        ...posterOutputArgs(fileUrl(out)),
       ], { signal, timeoutMs });
     } catch (err) {
       if (signal.aborted) throw err;
@@ -226,6 +220,43 @@ interface MainInput {
   stream?: ReadableStream<Uint8Array>;
   /** Whether progress comes from ffmpeg's `total_size` (the file is read in place). */
   inPlace: boolean;
+}
+
+/** The streams every output takes: the first video and the first audio. */
+export const MAIN_STREAMS: readonly string[] = [
+  "-map",
+  "0:v:0?",
+  "-map",
+  "0:a:0?",
+];
+
+/**
+ * The MP4's codec arguments: streams copied when the MP4 can hold them,
+ * else H.264 (`passthrough` keeps the recording's frame timing) and AAC.
+ */
+export function mp4CodecArgs(
+  copyVideo: boolean,
+  copyAudio: boolean,
+  passthrough: string[],
+): string[] {
+  const video = copyVideo ? ["-c:v", "copy"] : [
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-crf",
+    "23",
+    "-pix_fmt",
+    "yuv420p",
+    ...passthrough,
+  ];
+  const audio = copyAudio ? ["-c:a", "copy"] : ["-c:a", "aac", "-b:a", "128k"];
+  return [...video, ...audio];
+}
+
+/** The poster's output arguments: one JPEG frame written to `url`. */
+export function posterOutputArgs(url: string): string[] {
+  return ["-frames:v", "1", "-q:v", "3", "-f", "image2", url];
 }
 
 function passthroughFlags(tools: FfmpegTools): string[] {
@@ -306,24 +337,12 @@ export async function processRecording(
     const copyAudio = !audio || MP4_AUDIO.has(audio.codec);
     const mp4Name = `${id}.mp4`;
     const mp4 = `${work}/${mp4Name}`;
-    const streams = ["-map", "0:v:0?", "-map", "0:a:0?"];
-    const mp4Codecs: string[] = [];
-    if (copyVideo) mp4Codecs.push("-c:v", "copy");
-    else {
-      mp4Codecs.push(
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-crf",
-        "23",
-        "-pix_fmt",
-        "yuv420p",
-        ...passthroughFlags(tools),
-      );
-    }
-    if (copyAudio) mp4Codecs.push("-c:a", "copy");
-    else mp4Codecs.push("-c:a", "aac", "-b:a", "128k");
+    const streams = MAIN_STREAMS;
+    const mp4Codecs = mp4CodecArgs(
+      copyVideo,
+      copyAudio,
+      passthroughFlags(tools),
+    );
 
     const stage = copyVideo ? "remuxing" : "encoding mp4";
     const total = chunks.reduce((n, c) => n + c.size, 0);
