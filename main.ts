@@ -6,12 +6,7 @@ import { Hono } from "hono";
 import { cors } from "hono/cors";
 import type { Context } from "hono";
 import { type Config, loadConfig } from "./lib/config.ts";
-import {
-  type AppContext,
-  closeContext,
-  isRemoteKv,
-  openContext,
-} from "./lib/context.ts";
+import { type AppContext, closeContext, openContext } from "./lib/context.ts";
 import { AppError } from "./lib/errors.ts";
 import { type FfmpegTools, resolveTools } from "./lib/ffmpeg.ts";
 import { JobWorker } from "./lib/jobs.ts";
@@ -161,7 +156,7 @@ export async function startService(config: Config): Promise<Service> {
     nice: config.ffmpegNice,
   });
   const ctx = await openContext(config);
-  await runSweep(ctx, { orphans: !isRemoteKv(config.kvPath), startup: true });
+  await runSweep(ctx, { orphans: !config.sharedKv, startup: true });
   const app = createApp(ctx);
   const stopFeed = startLiveFeed(ctx);
   let worker: JobWorker | undefined;

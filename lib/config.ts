@@ -16,6 +16,12 @@ export interface Config {
   dataDir: string;
   /** Deno KV location: a file path, `:memory:`, or a KV Connect URL. */
   kvPath: string;
+  /**
+   * Whether other instances use the same KV (by default when `kvPath` is a
+   * KV Connect URL): changes are then logged in KV for their dashboards,
+   * and jobs another instance may hold are not taken back at start-up.
+   */
+  sharedKv: boolean;
   /** ffmpeg binary named by env, or undefined to search PATH then npm. */
   ffmpegPath?: string;
   /** ffprobe binary named by env, or undefined to search PATH then npm. */
@@ -26,6 +32,8 @@ export interface Config {
   maxRecordingBytes: number;
   /** Free bytes the data disk must keep; a chunk that would go below gets 507. */
   minFreeBytes: number;
+  /** Recently flushed chunk bytes left in the page cache; older ones are dropped from it. */
+  ingestCacheBytes: number;
   /** Allowed CORS origins; `["*"]` allows any. */
   corsOrigins: string[];
   /** Whether this process runs the processing worker. */
@@ -86,19 +94,27 @@ function readBool(env: Env, name: string, fallback: boolean): boolean {
 
 const MIB = 1024 * 1024;
 
+/** Whether a KV location is a remote (KV Connect) URL. */
+export function isRemoteKv(kvPath: string): boolean {
+  return /^https?:\/\//i.test(kvPath);
+}
+
 /** Builds the config from an environment (by default the process's own). */
 export function loadConfig(env: Env = Deno.env.toObject()): Config {
   const dataDir = env.DATA_DIR || "./data";
+  const kvPath = env.KV_PATH || join(dataDir, "tapedeck.kv");
   return {
     port: readInt(env, "PORT", 8000),
     hostname: env.HOSTNAME || "0.0.0.0",
     dataDir,
-    kvPath: env.KV_PATH || join(dataDir, "tapedeck.kv"),
+    kvPath,
+    sharedKv: readBool(env, "SHARED_KV", isRemoteKv(kvPath)),
     ffmpegPath: env.FFMPEG_PATH || undefined,
     ffprobePath: env.FFPROBE_PATH || undefined,
     maxChunkBytes: readInt(env, "MAX_CHUNK_BYTES", 64 * MIB, 1),
     maxRecordingBytes: readInt(env, "MAX_RECORDING_BYTES", 8192 * MIB, 1),
     minFreeBytes: readInt(env, "MIN_FREE_BYTES", 256 * MIB),
+    ingestCacheBytes: readInt(env, "INGEST_CACHE_BYTES", 1024 * MIB),
     corsOrigins: (env.CORS_ORIGINS || "*").split(",").map((s) => s.trim())
       .filter(Boolean),
     runWorker: readBool(env, "RUN_WORKER", true),

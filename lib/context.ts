@@ -16,11 +16,6 @@ export interface AppContext {
   state: { stopping: boolean };
 }
 
-/** Whether the KV location is a remote (KV Connect) URL. */
-export function isRemoteKv(kvPath: string): boolean {
-  return /^https?:\/\//i.test(kvPath);
-}
-
 /** Opens KV and storage for a config. Close with {@link closeContext}. */
 export async function openContext(config: Config): Promise<AppContext> {
   await Deno.mkdir(config.dataDir, { recursive: true });
@@ -29,7 +24,11 @@ export async function openContext(config: Config): Promise<AppContext> {
   return {
     config,
     kv,
-    storage: new LocalStorage(config.dataDir, config.minFreeBytes),
+    storage: new LocalStorage(
+      config.dataDir,
+      config.minFreeBytes,
+      config.ingestCacheBytes,
+    ),
     live: new LiveHub(),
     state: { stopping: false },
   };
@@ -37,5 +36,6 @@ export async function openContext(config: Config): Promise<AppContext> {
 
 /** Closes what {@link openContext} opened. */
 export function closeContext(ctx: AppContext): void {
+  ctx.storage.close();
   ctx.kv.close();
 }

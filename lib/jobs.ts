@@ -6,7 +6,6 @@
  */
 
 import type { AppContext } from "./context.ts";
-import { isRemoteKv } from "./context.ts";
 import type { FfmpegTools } from "./ffmpeg.ts";
 import {
   activeJobKey,
@@ -66,7 +65,7 @@ export class JobWorker {
    */
   async start(): Promise<void> {
     this.#stopped = false;
-    if (!isRemoteKv(this.#ctx.config.kvPath)) await this.#reclaimOrphans();
+    if (!this.#ctx.config.sharedKv) await this.#reclaimOrphans();
     const stream = this.#ctx.kv.watch([jobWakeupKey()]);
     this.#watch = stream.getReader();
     (async () => {
@@ -336,7 +335,7 @@ export class JobWorker {
         recordingKey(id),
         next,
       );
-      addChange(atomic, next);
+      addChange(this.#ctx, atomic, next);
       if ((await atomic.commit()).ok) {
         publishChange(this.#ctx, next);
         return;
@@ -391,7 +390,7 @@ export class JobWorker {
         .delete(activeJobKey(id));
       const mark: UnflushedOutputs = { bootId: boot, at: now };
       if (unflushed) atomic.set(unflushedOutputsKey(id), mark);
-      addChange(atomic, next);
+      addChange(this.#ctx, atomic, next);
       const res = await atomic.commit();
       if (res.ok) {
         publishChange(this.#ctx, next);
@@ -442,7 +441,7 @@ export class JobWorker {
         };
         atomic.check(rec).set(recordingKey(id), next)
           .set(finishedRecordingKey(now, id), id);
-        addChange(atomic, next);
+        addChange(this.#ctx, atomic, next);
       }
       const res = await atomic.commit();
       if (res.ok) {

@@ -7,10 +7,12 @@
  * so the log (not the head) says what changed.
  *
  * With a local KV file only one process writes, and it publishes its own
- * changes, so the feed is only started for a remote KV (KV Connect URL).
+ * changes, so the log is written and the feed started only when the KV is
+ * shared with other instances (`config.sharedKv`, SHARED_KV: by default for
+ * a KV Connect URL).
  */
 
-import { type AppContext, isRemoteKv } from "./context.ts";
+import type { AppContext } from "./context.ts";
 import {
   type ChangeEntry,
   changeHeadKey,
@@ -26,12 +28,6 @@ const OVERLAP_MS = 5_000;
 const MAX_REMEMBERED = 10_000;
 const MIN_RETRY_MS = 250;
 const MAX_RETRY_MS = 10_000;
-
-/** Settings of {@link startLiveFeed}. */
-export interface LiveFeedOptions {
-  /** Start even with a local KV (tests, or several handles on one file). */
-  force?: boolean;
-}
 
 /** What makes two versions of a recording look different on a page. */
 function fingerprint(rec: Recording): string {
@@ -53,15 +49,12 @@ function seqFloor(at: number): string {
 }
 
 /**
- * Starts the cross-instance feed when `ctx.config.kvPath` is remote (or
- * `force` is set) and returns a function that stops it and resolves once it
- * has stopped. With a local KV it starts nothing.
+ * Starts the cross-instance feed when the KV is shared (`ctx.config.sharedKv`)
+ * and returns a function that stops it and resolves once it has stopped.
+ * Otherwise it starts nothing.
  */
-export function startLiveFeed(
-  ctx: AppContext,
-  options: LiveFeedOptions = {},
-): () => Promise<void> {
-  if (!options.force && !isRemoteKv(ctx.config.kvPath)) {
+export function startLiveFeed(ctx: AppContext): () => Promise<void> {
+  if (!ctx.config.sharedKv) {
     return () => Promise.resolve();
   }
   const startedAt = Date.now();

@@ -5,7 +5,7 @@
  * made again), and files that no KV record refers to are swept away.
  */
 
-import { type AppContext, isRemoteKv } from "./context.ts";
+import type { AppContext } from "./context.ts";
 import {
   type ChunkEntry,
   chunkPrefix,
@@ -101,7 +101,7 @@ export async function reprocessUnflushed(
       atomic.delete(finishedRecordingKey(rec.value.finishedAt, id));
     }
     queueJob(ctx, atomic, id, now);
-    addChange(atomic, next);
+    addChange(ctx, atomic, next);
     if ((await atomic.commit()).ok) {
       publishChange(ctx, next);
       return true;
@@ -169,7 +169,7 @@ export async function recoverUnflushedOutputs(
   const reprocessed: string[] = [];
   const boot = await bootId();
   const now = options.now ?? Date.now();
-  const anyAge = (options.startup ?? false) && !isRemoteKv(ctx.config.kvPath);
+  const anyAge = (options.startup ?? false) && !ctx.config.sharedKv;
   for await (
     const e of ctx.kv.list<UnflushedOutputs>({
       prefix: unflushedOutputsPrefix(),

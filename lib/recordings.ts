@@ -65,10 +65,17 @@ function unknownRecording(id: string): NotFoundError {
 }
 
 /**
- * Adds the change-log entries for a recording change to an atomic operation.
- * Call {@link publishChange} after the commit succeeds.
+ * Adds the change-log entries for a recording change to an atomic operation
+ * when other instances share the KV (they follow the log; a lone instance
+ * publishes its own changes, so it writes none). Call {@link publishChange}
+ * after the commit succeeds.
  */
-export function addChange(atomic: Deno.AtomicOperation, rec: Recording): void {
+export function addChange(
+  ctx: AppContext,
+  atomic: Deno.AtomicOperation,
+  rec: Recording,
+): void {
+  if (!ctx.config.sharedKv) return;
   const seq = `${rec.updatedAt.toString().padStart(15, "0")}-${
     (changeCounter++ % 1e6).toString().padStart(6, "0")
   }-${crypto.randomUUID().slice(0, 8)}`;
@@ -88,12 +95,67 @@ export interface CreatedRecording {
   uploadToken: string;
 }
 
-async function countOpenRecordings(ctx: AppContext, max: number) {
-  let n = 0;
-  for await (
-    const _ of ctx.kv.list({ prefix: openRecordingPrefix() }, { limit: max })
-  ) n++;
-  return n;
+/** Open recordings as counted in KV at `at`, plus the creates since. */
+interface OpenTally {
+  count: number;
+  at: number;
+  /** Creates let in whose commit has not finished yet. */
+  pending: number;
+  /** The count in progress, which creates arriving meanwhile wait for. */
+  counting?: Promise<void>;
+}
+
+/** How long a count of the open recordings is trusted while far from the cap. */
+const OPEN_TALLY_MS = 1000;
+
+const openTallies = new WeakMap<Deno.Kv, OpenTally>();
+
+function countOpenRecordings(ctx: AppContext, tally: OpenTally, max: number) {
+  tally.counting ??= (async () => {
+    let count = 0;
+    for await (
+      const _ of ctx.kv.list({ prefix: openRecordingPrefix() }, { limit: max })
+    ) count++;
+    tally.count = count;
+    tally.at = Date.now();
+  })().finally(() => tally.counting = undefined);
+  return tally.counting;
+}
+
+/**
+ * Takes one of the MAX_OPEN_RECORDINGS slots, or throws a 503; call the
+ * returned function once the create has committed (`true`) or failed. The
+ * open recordings are counted in KV at most once a second (creates arriving
+ * together wait for one count) and again whenever a create would reach the
+ * cap, so a burst of creates does not read the whole index each.
+ */
+async function takeOpenSlot(
+  ctx: AppContext,
+): Promise<(committed: boolean) => void> {
+  const max = ctx.config.maxOpenRecordings;
+  let tally = openTallies.get(ctx.kv);
+  if (!tally) {
+    tally = { count: 0, at: -Infinity, pending: 0 };
+    openTallies.set(ctx.kv, tally);
+  }
+  if (tally.counting) await tally.counting;
+  if (
+    Date.now() - tally.at > OPEN_TALLY_MS ||
+    tally.count + tally.pending + 1 >= max
+  ) {
+    await countOpenRecordings(ctx, tally, max);
+  }
+  if (tally.count + tally.pending >= max) {
+    throw new UnavailableError(
+      `The server already has ${max} recordings in progress (MAX_OPEN_RECORDINGS); complete one or retry later.`,
+    );
+  }
+  tally.pending++;
+  const taken = tally;
+  return (committed) => {
+    taken.pending--;
+    if (committed) taken.count++;
+  };
 }
 
 /**
@@ -103,12 +165,18 @@ async function countOpenRecordings(ctx: AppContext, max: number) {
 export async function createRecording(
   ctx: AppContext,
 ): Promise<CreatedRecording> {
-  const max = ctx.config.maxOpenRecordings;
-  if (await countOpenRecordings(ctx, max) >= max) {
-    throw new UnavailableError(
-      `The server already has ${max} recordings in progress (MAX_OPEN_RECORDINGS); complete one or retry later.`,
-    );
+  const release = await takeOpenSlot(ctx);
+  try {
+    const created = await insertRecording(ctx);
+    release(true);
+    return created;
+  } catch (err) {
+    release(false);
+    throw err;
   }
+}
+
+async function insertRecording(ctx: AppContext): Promise<CreatedRecording> {
   const id = crypto.randomUUID();
   await ctx.storage.createRecording(id);
   const now = Date.now();
@@ -129,7 +197,7 @@ export async function createRecording(
     .set(recordingKey(id), rec)
     .set(recordingByCreatedKey(now, id), id)
     .set(openRecordingKey(id), id);
-  addChange(atomic, rec);
+  addChange(ctx, atomic, rec);
   const res = await atomic.commit();
   if (!res.ok) throw new Error(`Could not create recording ${id}`);
   publishChange(ctx, rec);
@@ -356,7 +424,7 @@ export async function commitChunk(
         checks: [recEntry, { key: chunkKey(id, index), versionstamp: null }],
         mutate(atomic) {
           atomic.set(chunkKey(id, index), chunk).set(recordingKey(id), next);
-          addChange(atomic, next);
+          addChange(ctx, atomic, next);
         },
       });
       rememberCommitted(ctx.kv, next, res.ok ? res.versionstamp : null);
@@ -625,7 +693,7 @@ export async function completeRecording(
       .set(recordingKey(id), next)
       .delete(openRecordingKey(id));
     queueJob(ctx, atomic, id, now);
-    addChange(atomic, next);
+    addChange(ctx, atomic, next);
     const res = await atomic.commit();
     if (res.ok) {
       publishChange(ctx, next);
@@ -754,7 +822,7 @@ export async function retryRecording(
     if (rec.finishedAt) {
       atomic.delete(finishedRecordingKey(rec.finishedAt, id));
     }
-    addChange(atomic, next);
+    addChange(ctx, atomic, next);
     if ((await atomic.commit()).ok) {
       publishChange(ctx, next);
       return { recording: next, message: "Processing queued again" };
@@ -786,7 +854,7 @@ export async function deleteRecording(
       .delete(jobKey(id))
       .delete(activeJobKey(id));
     if (rec.finishedAt) atomic.delete(finishedRecordingKey(rec.finishedAt, id));
-    addChange(atomic, next);
+    addChange(ctx, atomic, next);
     if ((await atomic.commit()).ok) gone = next;
     else if (attempt > 50) {
       throw new ConflictError(`Recording ${id} is busy; retry deleting it.`);

@@ -14,6 +14,7 @@ import {
   TooLargeError,
 } from "./errors.ts";
 import { openLocalRange, type StoredFileInfo } from "./http_file.ts";
+import { DropBehind } from "./page_cache.ts";
 
 /** Where a stored chunk's bytes are: a storage name, and a byte range in it. */
 export interface ChunkRef {
@@ -129,6 +130,8 @@ export interface Storage {
   listRecordingIds(): Promise<string[]>;
   /** Removes every scratch folder (after a crash). */
   removeAllWorkDirs(): Promise<void>;
+  /** Releases what the storage holds open between calls (file handles). */
+  close(): void;
 }
 
 function isNoSpace(err: unknown): boolean {
@@ -156,9 +159,34 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
 
 /** Body bytes gathered per file write. */
 const PIECE_BYTES = 256 * 1024;
-/** Gather buffers kept for reuse between requests (at most 4 MiB). */
+/** Gather buffers kept for reuse between requests. */
 const spareBuffers: ArrayBuffer[] = [];
-const SPARE_BUFFERS_MAX = 16;
+/** Always kept (4 MiB): enough for the chunks in flight at a steady load. */
+const SPARE_BUFFERS_BASE = 16;
+/**
+ * Kept while buffers ran short in the last {@link SPARE_SHORTAGE_MS} (16
+ * MiB): under a burst every body past the spares would get a new buffer,
+ * whose fresh pages the kernel must fault in and zero, which costs the CPU
+ * the burst needs. Once no buffer ran short for that long, extras are let go.
+ */
+const SPARE_BUFFERS_MAX = 64;
+const SPARE_SHORTAGE_MS = 10_000;
+let lastShortageAt = -Infinity;
+
+function takeSpareBuffer(): ArrayBuffer {
+  const spare = spareBuffers.pop();
+  if (spare) return spare;
+  lastShortageAt = Date.now();
+  return new ArrayBuffer(PIECE_BYTES);
+}
+
+function returnSpareBuffer(buffer: ArrayBuffer): void {
+  if (buffer.byteLength !== PIECE_BYTES) return;
+  const keep = spareBuffers.length < SPARE_BUFFERS_BASE ||
+    (spareBuffers.length < SPARE_BUFFERS_MAX &&
+      Date.now() - lastShortageAt < SPARE_SHORTAGE_MS);
+  if (keep) spareBuffers.push(buffer);
+}
 
 /**
  * Reads a request body in pieces of up to {@link PIECE_BYTES}. A byte
@@ -176,7 +204,7 @@ class PieceReader {
   constructor(body: ReadableStream<Uint8Array>) {
     try {
       this.#byob = body.getReader({ mode: "byob" });
-      this.#buffer = spareBuffers.pop() ?? new ArrayBuffer(PIECE_BYTES);
+      this.#buffer = takeSpareBuffer();
     } catch {
       this.#plain = body.getReader();
     }
@@ -221,12 +249,7 @@ class PieceReader {
 
   release(): void {
     (this.#byob ?? this.#plain)!.releaseLock();
-    if (
-      this.#buffer?.byteLength === PIECE_BYTES &&
-      spareBuffers.length < SPARE_BUFFERS_MAX
-    ) {
-      spareBuffers.push(this.#buffer);
-    }
+    if (this.#buffer) returnSpareBuffer(this.#buffer);
     this.#buffer = undefined;
   }
 }
@@ -240,16 +263,43 @@ function bodyStalled(idleMs: number): RequestTimeoutError {
 /** The file every chunk of a recording is appended to. */
 const DATA_FILE = "data";
 
+/** Data files kept open between chunks, and for how long unused. */
+const OPEN_DATA_FILES_MAX = 128;
+const OPEN_DATA_FILE_IDLE_MS = 30_000;
+
+interface OpenDataFile {
+  file: Deno.FsFile;
+  usedAt: number;
+}
+
 /** Local-disk storage under `<dataDir>/recordings/<id>/`. */
 export class LocalStorage implements Storage {
   readonly root: string;
   readonly minFreeBytes: number;
+  /** Lets go of flushed chunk bytes past the ingest cache budget. */
+  readonly dropBehind: DropBehind;
   /** Recordings whose data file a writer is appending to (until it settles). */
   #appending = new Set<string>();
+  /**
+   * Data files kept open between chunks (least recently used first), so a
+   * chunk costs no open, seek or close: the next chunk of a recording comes
+   * within 2 s. Closed when unused for {@link OPEN_DATA_FILE_IDLE_MS}, when
+   * more than {@link OPEN_DATA_FILES_MAX} are open, and on {@link close}.
+   */
+  #openData = new Map<string, OpenDataFile>();
 
-  constructor(dataDir: string, minFreeBytes = 0) {
+  /**
+   * `ingestCacheBytes`: how much of the most recently flushed chunk data is
+   * left in the page cache (see lib/page_cache.ts).
+   */
+  constructor(
+    dataDir: string,
+    minFreeBytes = 0,
+    ingestCacheBytes = Number.MAX_SAFE_INTEGER,
+  ) {
     this.root = dataDir;
     this.minFreeBytes = minFreeBytes;
+    this.dropBehind = new DropBehind(ingestCacheBytes);
   }
 
   #recordingDir(videoId: string): string {
@@ -328,13 +378,15 @@ export class LocalStorage implements Storage {
       if (append) this.#appending.delete(videoId);
     };
     try {
-      handle = await Deno.open(
-        path,
-        append
-          ? { write: true, create: true }
-          : { write: true, createNew: true },
-      );
-      offset = append ? await handle.seek(0, Deno.SeekMode.End) : 0;
+      if (append) {
+        handle = await this.#takeDataFile(videoId, path);
+        // The end as the file system has it: another instance sharing the
+        // storage may have appended since this one last did.
+        offset = handle.seekSync(0, Deno.SeekMode.End);
+      } else {
+        handle = await Deno.open(path, { write: true, createNew: true });
+        offset = 0;
+      }
       if (body instanceof Uint8Array) {
         if (body.length > maxBytes) throw chunkTooLarge(maxBytes);
         hash?.update(body);
@@ -378,11 +430,16 @@ export class LocalStorage implements Storage {
           reader.release();
         }
       }
-      if (append) await handle.syncData();
-      else await handle.sync();
-      handle.close();
+      if (append) {
+        await handle.syncData();
+        this.#returnDataFile(videoId, handle);
+      } else {
+        await handle.sync();
+        handle.close();
+      }
       handle = undefined;
       if (!append) await syncDir(dir);
+      this.dropBehind.flushed(path, offset, size);
       let settled = false;
       return {
         file,
@@ -417,6 +474,45 @@ export class LocalStorage implements Storage {
       }
       throw err;
     }
+  }
+
+  /** The recording's data file, open for writing (kept open or opened now). */
+  async #takeDataFile(videoId: string, path: string): Promise<Deno.FsFile> {
+    const now = Date.now();
+    for (const [id, open] of this.#openData) {
+      if (
+        now - open.usedAt < OPEN_DATA_FILE_IDLE_MS &&
+        this.#openData.size < OPEN_DATA_FILES_MAX
+      ) break;
+      if (id === videoId) continue;
+      this.#openData.delete(id);
+      open.file.close();
+    }
+    const kept = this.#openData.get(videoId);
+    if (kept) {
+      this.#openData.delete(videoId);
+      return kept.file;
+    }
+    return await Deno.open(path, { write: true, create: true });
+  }
+
+  /** Keeps a data file open for the recording's next chunk. */
+  #returnDataFile(videoId: string, file: Deno.FsFile): void {
+    const other = this.#openData.get(videoId);
+    this.#openData.delete(videoId);
+    other?.file.close();
+    this.#openData.set(videoId, { file, usedAt: Date.now() });
+  }
+
+  #closeDataFile(videoId: string): void {
+    const open = this.#openData.get(videoId);
+    this.#openData.delete(videoId);
+    open?.file.close();
+  }
+
+  close(): void {
+    for (const open of this.#openData.values()) open.file.close();
+    this.#openData.clear();
   }
 
   async sameBytes(videoId: string, a: ChunkRef, b: ChunkRef): Promise<boolean> {
@@ -632,6 +728,7 @@ export class LocalStorage implements Storage {
   }
 
   async removeRecording(videoId: string): Promise<void> {
+    this.#closeDataFile(videoId);
     await Deno.remove(this.#recordingDir(videoId), { recursive: true }).catch(
       (err) => {
         if (!(err instanceof Deno.errors.NotFound)) throw err;

@@ -193,6 +193,30 @@ Deno.test("access: MAX_OPEN_RECORDINGS refuses new sessions with 503 until one i
   });
 });
 
+Deno.test("access: a burst of creates at once lets in exactly MAX_OPEN_RECORDINGS", async () => {
+  await withServer({ MAX_OPEN_RECORDINGS: "3" }, async ({ url }) => {
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const res = await create(url);
+        const body = await res.json();
+        return { status: res.status, body };
+      }),
+    );
+    const statuses = answers.map((a) => a.status).sort();
+    assert.deepEqual(statuses, [200, 200, 200, 503, 503, 503, 503, 503]);
+    const refused = answers.find((a) => a.status === 503)!;
+    assert.match(refused.body.error, /MAX_OPEN_RECORDINGS/);
+    const first = answers.find((a) => a.status === 200)!.body.video_id;
+    await (await sendChunk(url, first, mediaBytes(50))).body?.cancel();
+    await (await fetch(`${url}/complete_job/${first}/`, { method: "POST" }))
+      .body?.cancel();
+    const again = await create(url);
+    assert.equal(again.status, 200);
+    await again.body?.cancel();
+    await expectError(await create(url), 503, /MAX_OPEN_RECORDINGS/);
+  });
+});
+
 Deno.test("access: a first chunk that is not WebM or MP4 gets 415 and nothing is stored", async () => {
   await withServer({}, async ({ url, dataDir }) => {
     const id = await createSession(url);

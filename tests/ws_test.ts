@@ -3,6 +3,8 @@ import { loadConfig } from "../lib/config.ts";
 import { closeContext, openContext } from "../lib/context.ts";
 import { connectLive, type LiveState } from "../lib/live_client.ts";
 import { startLiveFeed } from "../lib/live_feed.ts";
+import { changeHeadKey, changePrefix } from "../lib/kv_keys.ts";
+import { createRecording } from "../lib/recordings.ts";
 import type {
   ChangeMessage,
   ListSnapshotMessage,
@@ -450,15 +452,16 @@ Deno.test({
   ...SANITIZE,
   async fn() {
     if (!(await haveFfmpeg())) return;
-    const a = await startTestServer();
+    const a = await startTestServer({ SHARED_KV: "true" });
     const ctxB = await openContext(
       loadConfig({
         DATA_DIR: a.dataDir,
         MIN_FREE_BYTES: "0",
         RUN_WORKER: "false",
+        SHARED_KV: "true",
       }),
     );
-    const stopFeed = startLiveFeed(ctxB, { force: true });
+    const stopFeed = startLiveFeed(ctxB);
     const b = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen() {} },
       createApp(ctxB).fetch,
@@ -502,24 +505,41 @@ Deno.test({
 });
 
 Deno.test({
-  name: "ws: the change feed starts nothing for a local KV unless forced",
+  name:
+    "ws: a lone instance writes no change log and starts no feed; with SHARED_KV it does both",
   ...SANITIZE,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "tapedeck-feed-" });
-    const ctx = await openContext(
-      loadConfig({ DATA_DIR: dir, MIN_FREE_BYTES: "0" }),
-    );
-    try {
-      const stop = startLiveFeed(ctx);
-      assert.equal(ctx.live.size, 0);
-      await stop();
-      const forced = startLiveFeed(ctx, { force: true });
-      assert.equal(ctx.live.size, 1);
-      await forced();
-      assert.equal(ctx.live.size, 0);
-    } finally {
-      closeContext(ctx);
-      await Deno.remove(dir, { recursive: true });
+    for (const shared of [false, true]) {
+      const dir = await Deno.makeTempDir({ prefix: "tapedeck-feed-" });
+      const ctx = await openContext(
+        loadConfig({
+          DATA_DIR: dir,
+          MIN_FREE_BYTES: "0",
+          ...(shared ? { SHARED_KV: "true" } : {}),
+        }),
+      );
+      try {
+        assert.equal(ctx.config.sharedKv, shared);
+        const stop = startLiveFeed(ctx);
+        assert.equal(ctx.live.size, shared ? 1 : 0);
+        await stop();
+        assert.equal(ctx.live.size, 0);
+        const { recording } = await createRecording(ctx);
+        const logged = await Array.fromAsync(
+          ctx.kv.list<{ id: string }>({ prefix: changePrefix() }),
+        );
+        assert.deepEqual(
+          logged.map((e) => e.value.id),
+          shared ? [recording.id] : [],
+        );
+        assert.equal(
+          (await ctx.kv.get(changeHeadKey())).versionstamp !== null,
+          shared,
+        );
+      } finally {
+        closeContext(ctx);
+        await Deno.remove(dir, { recursive: true });
+      }
     }
   },
 });
