@@ -12,6 +12,7 @@ import { type FfmpegTools, resolveTools } from "./lib/ffmpeg.ts";
 import { JobWorker } from "./lib/jobs.ts";
 import { startLiveFeed } from "./lib/live_feed.ts";
 import { runSweep } from "./lib/maintenance.ts";
+import { canDropPages } from "./lib/page_cache.ts";
 import { apiRoutes } from "./routes/api.ts";
 import { liveRoutes } from "./routes/live.ts";
 import { mediaRoutes } from "./routes/media.ts";
@@ -187,11 +188,21 @@ export function describeTools(tools: FfmpegTools): string {
   } from ${tools.ffmpegSource} (${tools.ffmpeg}); ffprobe from ${tools.ffprobeSource} (${tools.ffprobe})`;
 }
 
+/** Says at start-up whether ingest lets go of the page cache. */
+export function describePageCache(config: Config): string {
+  return canDropPages()
+    ? `page cache: flushed chunk bytes past the newest ${
+      Math.round(config.ingestCacheBytes / 2 ** 20)
+    } MiB are dropped from it (INGEST_CACHE_BYTES)`
+    : "page cache: left to the kernel (posix_fadvise needs Linux and --allow-ffi)";
+}
+
 if (import.meta.main) {
   const config = loadConfig();
   const service = await startService(config);
   console.log(describeTools(service.tools));
   console.log(`KV at ${config.kvPath}; data in ${config.dataDir}`);
+  console.log(describePageCache(config));
   Deno.cron("tapedeck sweep", "* * * * *", async () => {
     service.worker?.wake();
     await runSweep(service.ctx);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { canDropPages } from "../lib/page_cache.ts";
 import { LocalStorage } from "../lib/storage.ts";
+import { spawnServer } from "./helpers.ts";
 
 const MIB = 1024 * 1024;
 
@@ -68,5 +69,27 @@ Deno.test("page cache: flushed chunk bytes past INGEST_CACHE_BYTES leave the pag
     small.close();
     large.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("page cache: the server says at start-up whether it drops ingested bytes from the page cache", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "tapedeck-cache-srv-" });
+  try {
+    const server = await spawnServer(dataDir, {
+      RUN_WORKER: "false",
+      INGEST_CACHE_BYTES: String(256 * MIB),
+    });
+    try {
+      assert.match(
+        server.output(),
+        canDropPages()
+          ? /page cache: flushed chunk bytes past the newest 256 MiB are dropped from it/
+          : /page cache: left to the kernel/,
+      );
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
   }
 });
