@@ -16,6 +16,22 @@ export interface AppContext {
   state: { stopping: boolean };
 }
 
+/**
+ * State kept per KV handle (several handles may be open at once, as in
+ * tests of two instances): returns a getter that makes it on first use.
+ */
+export function perKv<T>(make: (kv: Deno.Kv) => T): (kv: Deno.Kv) => T {
+  const states = new WeakMap<Deno.Kv, T>();
+  return (kv) => {
+    let state = states.get(kv);
+    if (state === undefined) {
+      state = make(kv);
+      states.set(kv, state);
+    }
+    return state;
+  };
+}
+
 /** Opens KV and storage for a config. Close with {@link closeContext}. */
 export async function openContext(config: Config): Promise<AppContext> {
   await Deno.mkdir(config.dataDir, { recursive: true });

@@ -9,6 +9,8 @@
  * own, so each gets exactly the answer it would have got alone.
  */
 
+import { perKv } from "./context.ts";
+
 /** One atomic write that may share a commit with others. */
 export interface GroupedWrite {
   /** Writes with the same lock never share a commit (e.g. a recording id). */
@@ -95,7 +97,7 @@ class CommitGrouper {
   }
 }
 
-const grouperOf = new WeakMap<Deno.Kv, CommitGrouper>();
+const grouperOf = perKv((kv) => new CommitGrouper(kv));
 
 /**
  * Commits `write` atomically, sharing the commit with other writes made at
@@ -106,10 +108,5 @@ export function commitGrouped(
   kv: Deno.Kv,
   write: GroupedWrite,
 ): Promise<Result> {
-  let grouper = grouperOf.get(kv);
-  if (!grouper) {
-    grouper = new CommitGrouper(kv);
-    grouperOf.set(kv, grouper);
-  }
-  return grouper.commit(write);
+  return grouperOf(kv).commit(write);
 }

@@ -3,7 +3,7 @@
  * All state lives in Deno KV (see kv_keys.ts); chunk bytes live in storage.
  */
 
-import type { AppContext } from "./context.ts";
+import { type AppContext, perKv } from "./context.ts";
 import {
   isValidApiKey,
   newUploadToken,
@@ -108,7 +108,11 @@ interface OpenTally {
 /** How long a count of the open recordings is trusted while far from the cap. */
 const OPEN_TALLY_MS = 1000;
 
-const openTallies = new WeakMap<Deno.Kv, OpenTally>();
+const openTallyOf = perKv((): OpenTally => ({
+  count: 0,
+  at: -Infinity,
+  pending: 0,
+}));
 
 function countOpenRecordings(ctx: AppContext, tally: OpenTally, max: number) {
   tally.counting ??= (async () => {
@@ -133,11 +137,7 @@ async function takeOpenSlot(
   ctx: AppContext,
 ): Promise<(committed: boolean) => void> {
   const max = ctx.config.maxOpenRecordings;
-  let tally = openTallies.get(ctx.kv);
-  if (!tally) {
-    tally = { count: 0, at: -Infinity, pending: 0 };
-    openTallies.set(ctx.kv, tally);
-  }
+  const tally = openTallyOf(ctx.kv);
   if (tally.counting) await tally.counting;
   if (
     Date.now() - tally.at > OPEN_TALLY_MS ||
@@ -151,10 +151,9 @@ async function takeOpenSlot(
     );
   }
   tally.pending++;
-  const taken = tally;
   return (committed) => {
-    taken.pending--;
-    if (committed) taken.count++;
+    tally.pending--;
+    if (committed) tally.count++;
   };
 }
 
@@ -244,20 +243,8 @@ export interface AppendResult {
  * the versionstamp, and on a mismatch reads the record again and decides on
  * that, so a stale entry costs one more round trip, never a wrong answer.
  */
-const committedRecords = new WeakMap<
-  Deno.Kv,
-  Map<string, Deno.KvEntry<Recording>>
->();
+const lastCommitted = perKv(() => new Map<string, Deno.KvEntry<Recording>>());
 const COMMITTED_RECORDS_MAX = 4096;
-
-function lastCommitted(kv: Deno.Kv): Map<string, Deno.KvEntry<Recording>> {
-  let map = committedRecords.get(kv);
-  if (!map) {
-    map = new Map();
-    committedRecords.set(kv, map);
-  }
-  return map;
-}
 
 function rememberCommitted(
   kv: Deno.Kv,

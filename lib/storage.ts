@@ -496,11 +496,11 @@ export class LocalStorage implements Storage {
     return await Deno.open(path, { write: true, create: true });
   }
 
-  /** Keeps a data file open for the recording's next chunk. */
+  /**
+   * Keeps a data file open for the recording's next chunk (last in the LRU
+   * order: only its one appender took it out).
+   */
   #returnDataFile(videoId: string, file: Deno.FsFile): void {
-    const other = this.#openData.get(videoId);
-    this.#openData.delete(videoId);
-    other?.file.close();
     this.#openData.set(videoId, { file, usedAt: Date.now() });
   }
 
