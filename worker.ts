@@ -4,10 +4,10 @@
  * run the worker inside the server instead (RUN_WORKER=true, the default).
  */
 
-import { loadConfig } from "./lib/config.ts";
-import { closeContext, openContext } from "./lib/context.ts";
-import { resolveTools } from "./lib/ffmpeg.ts";
-import { JobWorker } from "./lib/jobs.ts";
+import { loadConfig } from "./lib/core/config.ts";
+import { closeContext, openContext } from "./lib/core/context.ts";
+import { resolveTools } from "./lib/processing/ffmpeg.ts";
+import { JobWorker } from "./lib/jobs/worker.ts";
 import { describeTools } from "./main.ts";
 
 if (import.meta.main) {

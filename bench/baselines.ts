@@ -8,7 +8,7 @@ import {
   MAIN_STREAMS,
   mp4CodecArgs,
   posterOutputArgs,
-} from "../lib/processing.ts";
+} from "../lib/processing/pipeline.ts";
 
 /** The outcome of a disk write test. */
 export interface DiskResult {

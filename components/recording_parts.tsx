@@ -1,23 +1,23 @@
 import { useSignal } from "@preact/signals";
-import type { LiveState } from "../lib/live_client.ts";
+import type { LiveState } from "../client/live_client.ts";
 import {
   ACTIVE_STATES,
   type PendingUpload,
   recordingAction,
-} from "../lib/chunk_store.ts";
+} from "../client/outbox.ts";
 import {
   formatAgo,
   formatBytes,
   formatDuration,
   formatPercent,
   shortId,
-} from "../lib/format.ts";
-import type { RecordingStatus } from "../lib/kv_keys.ts";
+} from "../common/format.ts";
+import type { RecordingStatus } from "../lib/kv/keys.ts";
 import {
   mediaUrl,
   type RecordingView,
   videoType,
-} from "../lib/recording_view.ts";
+} from "../common/recording_view.ts";
 
 /** The status of a recording as a coloured label. */
 export function StatusBadge({ status }: { status: RecordingStatus }) {

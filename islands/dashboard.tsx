@@ -10,16 +10,16 @@ import {
   StatusBadge,
   useRecordingActions,
 } from "../components/recording_parts.tsx";
-import { ChunkStore, recordingLockName } from "../lib/chunk_store.ts";
+import { ChunkStore, recordingLockName } from "../client/outbox.ts";
 import {
   formatAgo,
   formatBytes,
   formatDuration,
   formatTime,
   shortId,
-} from "../lib/format.ts";
-import { connectLive, liveUrl } from "../lib/live_client.ts";
-import { mergeRecording, type RecordingView } from "../lib/recording_view.ts";
+} from "../common/format.ts";
+import { connectLive, liveUrl } from "../client/live_client.ts";
+import { mergeRecording, type RecordingView } from "../common/recording_view.ts";
 
 /** Props of the dashboard: one page of recordings as the server read it. */
 export interface DashboardProps {

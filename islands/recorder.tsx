@@ -10,15 +10,15 @@ import {
   type Session as UploadSession,
   type UploadProgress,
   Waker,
-} from "../lib/chunk_uploader.ts";
+} from "../client/chunk_uploader.ts";
 import {
   ChunkStore,
   holdRecordingLock,
   type PendingUpload,
   ResumeQueue,
-} from "../lib/chunk_store.ts";
+} from "../client/outbox.ts";
 import { PendingUploadList } from "../components/recording_parts.tsx";
-import { formatBytes, formatDuration } from "../lib/format.ts";
+import { formatBytes, formatDuration } from "../common/format.ts";
 
 /** Props of the recorder. */
 export interface RecorderProps {

@@ -16,9 +16,9 @@ import {
   formatBytes,
   formatDuration,
   formatTime,
-} from "../lib/format.ts";
-import { connectLive, liveUrl } from "../lib/live_client.ts";
-import { isSameOrNewer, type RecordingView } from "../lib/recording_view.ts";
+} from "../common/format.ts";
+import { connectLive, liveUrl } from "../client/live_client.ts";
+import { isSameOrNewer, type RecordingView } from "../common/recording_view.ts";
 
 /** Props of a recording's page: the recording as the server read it. */
 export interface RecordingDetailProps {

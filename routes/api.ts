@@ -1,9 +1,9 @@
 import { Hono } from "hono";
 import { getConnInfo } from "hono/deno";
-import { clientAddress, RateLimiter, requireApiKey } from "../lib/access.ts";
-import { receiveChunk } from "../lib/chunk_body.ts";
-import type { AppContext } from "../lib/context.ts";
-import { MethodNotAllowedError } from "../lib/errors.ts";
+import { clientAddress, RateLimiter, requireApiKey } from "../lib/http/access.ts";
+import { receiveChunk } from "../lib/http/chunk_body.ts";
+import type { AppContext } from "../lib/core/context.ts";
+import { MethodNotAllowedError } from "../lib/core/errors.ts";
 import {
   authorizeUpload,
   authorizeView,
@@ -14,7 +14,7 @@ import {
   getRecording,
   retryRecording,
   statusBody,
-} from "../lib/recordings.ts";
+} from "../lib/recordings/recordings.ts";
 
 function endpointUrls(id: string) {
   return {

@@ -1,9 +1,9 @@
 import { Hono } from "hono";
-import { requireApiKey } from "../lib/access.ts";
-import type { AppContext } from "../lib/context.ts";
-import { parsePageQuery } from "../lib/dashboard.ts";
-import { acceptLiveSocket } from "../lib/live_socket.ts";
-import { authorizeView } from "../lib/recordings.ts";
+import { requireApiKey } from "../lib/http/access.ts";
+import type { AppContext } from "../lib/core/context.ts";
+import { parsePageQuery } from "../lib/http/dashboard.ts";
+import { acceptLiveSocket } from "../lib/live/socket.ts";
+import { authorizeView } from "../lib/recordings/recordings.ts";
 
 /**
  * WebSocket endpoints: `/ws` follows a page of all recordings (`?limit=`,

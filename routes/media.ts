@@ -1,7 +1,7 @@
 import { Hono } from "hono";
-import type { AppContext } from "../lib/context.ts";
-import { MethodNotAllowedError } from "../lib/errors.ts";
-import { serveFinishedFile, serveSource } from "../lib/media.ts";
+import type { AppContext } from "../lib/core/context.ts";
+import { MethodNotAllowedError } from "../lib/core/errors.ts";
+import { serveFinishedFile, serveSource } from "../lib/http/media.ts";
 
 /** `/media/<id>/<name>`: finished files with byte ranges. */
 export function mediaRoutes(ctx: AppContext): Hono {

@@ -12,21 +12,21 @@ import {
   apiKeysEnabled,
   logIn,
   requireApiKey,
-} from "../lib/access.ts";
+} from "../lib/http/access.ts";
 import {
   type AssetManifest,
   ensureAssets,
   serveStaticFile,
-} from "../lib/bundle.ts";
-import type { AppContext } from "../lib/context.ts";
+} from "../tools/build_assets.ts";
+import type { AppContext } from "../lib/core/context.ts";
 import {
   loadDashboard,
   loadRecordingView,
   parsePageQuery,
-} from "../lib/dashboard.ts";
-import { AppError, TooLargeError } from "../lib/errors.ts";
-import { shortId } from "../lib/format.ts";
-import { authorizeView } from "../lib/recordings.ts";
+} from "../lib/http/dashboard.ts";
+import { AppError, TooLargeError } from "../lib/core/errors.ts";
+import { shortId } from "../common/format.ts";
+import { authorizeView } from "../lib/recordings/recordings.ts";
 
 /** Pages load only their own files and the bundle; no inline code anywhere. */
 const CONTENT_SECURITY_POLICY = [

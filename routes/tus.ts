@@ -1,9 +1,9 @@
 import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
-import { requireApiKey } from "../lib/access.ts";
-import type { AppContext } from "../lib/context.ts";
-import { MethodNotAllowedError } from "../lib/errors.ts";
-import { authorizeUpload, authorizeView } from "../lib/recordings.ts";
+import { requireApiKey } from "../lib/http/access.ts";
+import type { AppContext } from "../lib/core/context.ts";
+import { MethodNotAllowedError } from "../lib/core/errors.ts";
+import { authorizeUpload, authorizeView } from "../lib/recordings/recordings.ts";
 import {
   createUpload,
   headUpload,
@@ -11,7 +11,7 @@ import {
   terminateUpload,
   tusDiscoveryHeaders,
   tusHeaders,
-} from "../lib/tus.ts";
+} from "../lib/tus/uploads.ts";
 
 /**
  * Runs before CORS on `/files*`: honours X-HTTP-Method-Override and puts the

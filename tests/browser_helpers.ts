@@ -8,7 +8,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type Browser, type BrowserContext, chromium } from "playwright-core";
 import type { Service } from "../main.ts";
-import type { LiveMessage } from "../lib/recording_view.ts";
+import type { LiveMessage } from "../common/recording_view.ts";
 import { IN_CI, ROOT } from "./helpers.ts";
 
 /** The Debian Chromium binary (the /usr/bin wrapper prints a shell error). */

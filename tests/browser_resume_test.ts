@@ -14,7 +14,7 @@ import type {
   ConsoleMessage,
   Page,
 } from "playwright-core";
-import { CHUNKS_STORE, DB_NAME, RECORDINGS_STORE } from "../lib/chunk_store.ts";
+import { CHUNKS_STORE, DB_NAME, RECORDINGS_STORE } from "../client/outbox.ts";
 import {
   createSession,
   haveFfmpeg,

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { type ChunkEntry, chunkPrefix } from "../lib/kv_keys.ts";
+import { type ChunkEntry, chunkPrefix } from "../lib/kv/keys.ts";
 import {
   createSession,
   haveFfmpeg,

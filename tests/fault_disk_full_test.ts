@@ -17,7 +17,7 @@ import {
   chunkPrefix,
   type Job,
   jobKey,
-} from "../lib/kv_keys.ts";
+} from "../lib/kv/keys.ts";
 import {
   type ChildServer,
   createSession,

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type Job, jobKey } from "../lib/kv_keys.ts";
+import { type Job, jobKey } from "../lib/kv/keys.ts";
 import {
   createSession,
   haveFfmpeg,

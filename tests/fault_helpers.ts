@@ -1,7 +1,7 @@
 /** Shared by the fault-injection tests: reading what the storage holds. */
 
 import { join } from "node:path";
-import type { ChunkEntry } from "../lib/kv_keys.ts";
+import type { ChunkEntry } from "../lib/kv/keys.ts";
 
 /** A committed chunk's bytes, wherever the storage put them (file, offset, size). */
 export async function readChunk(

@@ -26,7 +26,7 @@ import {
   jobKey,
   type Recording,
   recordingKey,
-} from "../lib/kv_keys.ts";
+} from "../lib/kv/keys.ts";
 import {
   type ChildServer,
   createSession,

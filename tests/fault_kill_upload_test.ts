@@ -26,7 +26,7 @@ import {
   chunkPrefix,
   type Recording,
   recordingKey,
-} from "../lib/kv_keys.ts";
+} from "../lib/kv/keys.ts";
 import {
   type ChildServer,
   haveFfmpeg,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { resolveTools, runFfmpeg } from "../lib/ffmpeg.ts";
+import { resolveTools, runFfmpeg } from "../lib/processing/ffmpeg.ts";
 import {
   createSession,
   haveFfmpeg,

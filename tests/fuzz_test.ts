@@ -18,7 +18,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type ChunkEntry, chunkPrefix } from "../lib/kv_keys.ts";
+import { type ChunkEntry, chunkPrefix } from "../lib/kv/keys.ts";
 import {
   type ChildServer,
   createSession,

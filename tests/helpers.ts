@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { loadConfig } from "../lib/config.ts";
+import { loadConfig } from "../lib/core/config.ts";
 import { type Service, startService } from "../main.ts";
 
 /** Whether the tests run in CI (a missing tool is then a failure). */

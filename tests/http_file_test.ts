@@ -5,7 +5,7 @@ import {
   openLocalRange,
   type OpenRange,
   type StoredFileInfo,
-} from "../lib/http_file.ts";
+} from "../lib/http/http_file.ts";
 
 const SIZE = 300_007;
 const URL_BASE = "http://tapedeck.test/files/clip.mp4";

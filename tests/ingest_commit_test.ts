@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { commitGrouped, type GroupedWrite } from "../lib/kv_batch.ts";
+import { commitGrouped, type GroupedWrite } from "../lib/kv/batch.ts";
 import {
   createSession,
   expectError,

@@ -7,9 +7,9 @@ import {
   startTestServer,
   waitForStatus,
 } from "./helpers.ts";
-import { backoffMs } from "../lib/jobs.ts";
-import { jobKey } from "../lib/kv_keys.ts";
-import type { Job } from "../lib/kv_keys.ts";
+import { backoffMs } from "../lib/jobs/worker.ts";
+import { jobKey } from "../lib/kv/keys.ts";
+import type { Job } from "../lib/kv/keys.ts";
 
 Deno.test("jobs: a corrupt recording ends in failed with a reason after bounded attempts while others complete", async () => {
   if (!await haveFfmpeg()) return;

@@ -3,7 +3,7 @@ import {
   applyRetention,
   expireIdleRecordings,
   sweepOrphans,
-} from "../lib/maintenance.ts";
+} from "../lib/recordings/maintenance.ts";
 import {
   createSession,
   haveFfmpeg,

@@ -10,7 +10,7 @@ import {
   type MatroskaHead,
   type MatroskaTrack,
   readMatroskaHead,
-} from "../lib/matroska.ts";
+} from "../lib/processing/matroska.ts";
 import { haveFfmpeg, makeRecording, probeFile } from "./helpers.ts";
 
 async function ffmpeg(args: string[]): Promise<void> {

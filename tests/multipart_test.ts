@@ -10,7 +10,7 @@ import {
   MultipartError,
   type MultipartFilePart,
   parseMultipart,
-} from "../lib/multipart.ts";
+} from "../lib/http/multipart.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { canDropPages } from "../lib/page_cache.ts";
-import { LocalStorage } from "../lib/storage.ts";
+import { canDropPages } from "../lib/storage/page_cache.ts";
+import { LocalStorage } from "../lib/storage/local.ts";
 import { spawnServer } from "./helpers.ts";
 
 const MIB = 1024 * 1024;

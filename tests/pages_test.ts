@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { buildAssets } from "../lib/bundle.ts";
+import { buildAssets } from "../tools/build_assets.ts";
 import {
   createSession,
   haveFfmpeg,

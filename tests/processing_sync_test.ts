@@ -22,8 +22,8 @@ import {
   jobKey,
   type UnflushedOutputs,
   unflushedOutputsKey,
-} from "../lib/kv_keys.ts";
-import { bootId, runSweep } from "../lib/maintenance.ts";
+} from "../lib/kv/keys.ts";
+import { bootId, runSweep } from "../lib/recordings/maintenance.ts";
 import {
   createSession,
   haveFfmpeg,

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import * as tus from "tus-js-client";
-import { expireIdleRecordings } from "../lib/maintenance.ts";
+import { expireIdleRecordings } from "../lib/recordings/maintenance.ts";
 import {
   expectError,
   haveFfmpeg,

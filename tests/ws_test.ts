@@ -1,17 +1,17 @@
 import assert from "node:assert/strict";
-import { loadConfig } from "../lib/config.ts";
-import { closeContext, openContext } from "../lib/context.ts";
-import { connectLive, type LiveState } from "../lib/live_client.ts";
-import { startLiveFeed } from "../lib/live_feed.ts";
-import { changeHeadKey, changePrefix } from "../lib/kv_keys.ts";
-import { createRecording } from "../lib/recordings.ts";
+import { loadConfig } from "../lib/core/config.ts";
+import { closeContext, openContext } from "../lib/core/context.ts";
+import { connectLive, type LiveState } from "../client/live_client.ts";
+import { startLiveFeed } from "../lib/live/feed.ts";
+import { changeHeadKey, changePrefix } from "../lib/kv/keys.ts";
+import { createRecording } from "../lib/recordings/recordings.ts";
 import type {
   ChangeMessage,
   ListSnapshotMessage,
   LiveMessage,
   RecordingSnapshotMessage,
   RecordingView,
-} from "../lib/recording_view.ts";
+} from "../common/recording_view.ts";
 import { createApp, startService } from "../main.ts";
 import {
   eventually,

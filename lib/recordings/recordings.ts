@@ -3,14 +3,14 @@
  * All state lives in Deno KV (see kv_keys.ts); chunk bytes live in storage.
  */
 
-import { type AppContext, perKv } from "./context.ts";
+import { type AppContext, perKv } from "../core/context.ts";
 import {
   isValidApiKey,
   newUploadToken,
   requestApiKey,
   requestUploadToken,
   requireUploadToken,
-} from "./access.ts";
+} from "../http/access.ts";
 import {
   BadRequestError,
   ConflictError,
@@ -19,7 +19,7 @@ import {
   UnauthorizedError,
   UnavailableError,
   UnsupportedMediaError,
-} from "./errors.ts";
+} from "../core/errors.ts";
 import {
   activeJobKey,
   changeHeadKey,
@@ -37,9 +37,9 @@ import {
   recordingByCreatedKey,
   recordingByCreatedPrefix,
   recordingKey,
-} from "./kv_keys.ts";
-import type { ChunkRef, StoredChunk } from "./storage.ts";
-import { commitGrouped } from "./kv_batch.ts";
+} from "../kv/keys.ts";
+import type { ChunkRef, StoredChunk } from "../storage/local.ts";
+import { commitGrouped } from "../kv/batch.ts";
 
 const UUID_V4 =
   /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;

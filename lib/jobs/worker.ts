@@ -5,8 +5,8 @@
  * runs; a job whose lease ran out (a crashed worker) is claimed again.
  */
 
-import type { AppContext } from "./context.ts";
-import type { FfmpegTools } from "./ffmpeg.ts";
+import type { AppContext } from "../core/context.ts";
+import type { FfmpegTools } from "../processing/ffmpeg.ts";
 import {
   activeJobKey,
   activeJobPrefix,
@@ -18,10 +18,10 @@ import {
   recordingKey,
   type UnflushedOutputs,
   unflushedOutputsKey,
-} from "./kv_keys.ts";
-import { bootId, flushOutputs } from "./maintenance.ts";
-import { type ProcessingOutput, processRecording } from "./processing.ts";
-import { addChange, publishChange } from "./recordings.ts";
+} from "../kv/keys.ts";
+import { bootId, flushOutputs } from "../recordings/maintenance.ts";
+import { type ProcessingOutput, processRecording } from "../processing/pipeline.ts";
+import { addChange, publishChange } from "../recordings/recordings.ts";
 
 /** Runs one job; tests and other pipelines may pass their own. */
 export type JobRunner = (

@@ -5,8 +5,8 @@
 
 import { Buffer } from "node:buffer";
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { Config } from "./config.ts";
-import { TooManyRequestsError, UnauthorizedError } from "./errors.ts";
+import type { Config } from "../core/config.ts";
+import { TooManyRequestsError, UnauthorizedError } from "../core/errors.ts";
 
 /** The cookie that carries an API key for the dashboard pages. */
 export const KEY_COOKIE = "tapedeck_key";

@@ -4,14 +4,14 @@
  * written to `static/build/` under content-hash names with a manifest. A
  * build whose inputs have not changed is reused. Also serves `/static/*`.
  *
- * Run `deno run -A lib/bundle.ts` (the `build` task) to build ahead of time;
+ * Run `deno run -A tools/build_assets.ts` (the `build` task) to build ahead of time;
  * otherwise {@link ensureAssets} builds on first use.
  */
 
 import { basename, extname, join, relative } from "node:path";
 import { fileURLToPath as fromFileUrl, pathToFileURL } from "node:url";
-import { NotFoundError } from "./errors.ts";
-import { fileResponse, openLocalRange } from "./http_file.ts";
+import { NotFoundError } from "../lib/core/errors.ts";
+import { fileResponse, openLocalRange } from "../lib/http/http_file.ts";
 
 /** The project folder. */
 const ROOT = fromFileUrl(new URL("../", import.meta.url));
@@ -81,7 +81,7 @@ async function listIslands(root: string): Promise<string[]> {
 function entrySource(root: string, islands: string[]): string {
   const lines = [
     `import { hydrateIslands } from "${
-      pathToFileURL(join(root, "lib", "islands_client.ts")).href
+      pathToFileURL(join(root, "client", "hydrate.ts")).href
     }";`,
   ];
   islands.forEach((name, i) => {

@@ -12,7 +12,7 @@
  */
 
 import { resolve } from "node:path";
-import type { AppContext } from "./context.ts";
+import type { AppContext } from "../core/context.ts";
 import {
   FfmpegError,
   type FfmpegTools,
@@ -20,10 +20,10 @@ import {
   type ProbeResult,
   runFfmpeg,
 } from "./ffmpeg.ts";
-import type { MediaFacts } from "./kv_keys.ts";
+import type { MediaFacts } from "../kv/keys.ts";
 import { readMatroskaHead } from "./matroska.ts";
-import { listChunks, openChunkStream } from "./recordings.ts";
-import type { ChunkRef } from "./storage.ts";
+import { listChunks, openChunkStream } from "../recordings/recordings.ts";
+import type { ChunkRef } from "../storage/local.ts";
 
 /** Video codecs the MP4 container holds as they are. */
 const MP4_VIDEO = new Set(["h264", "hevc", "vp9", "av1"]);

@@ -7,16 +7,16 @@
  * side, or an error) drops the subscription.
  */
 
-import type { AppContext } from "./context.ts";
+import type { AppContext } from "../core/context.ts";
 import {
   type DashboardView,
   loadDashboard,
   type PageQuery,
-} from "./dashboard.ts";
-import { AppError } from "./errors.ts";
-import type { Recording } from "./kv_keys.ts";
-import { getRecording } from "./recordings.ts";
-import { type LiveMessage, toRecordingView } from "./recording_view.ts";
+} from "../http/dashboard.ts";
+import { AppError } from "../core/errors.ts";
+import type { Recording } from "../kv/keys.ts";
+import { getRecording } from "../recordings/recordings.ts";
+import { type LiveMessage, toRecordingView } from "../../common/recording_view.ts";
 
 /** A client that has this much unsent data is too slow; it is closed and may reconnect. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;

@@ -3,15 +3,15 @@
  * element can seek in them. Only names the recording lists are served.
  */
 
-import type { AppContext } from "./context.ts";
-import { NotFoundError } from "./errors.ts";
+import type { AppContext } from "../core/context.ts";
+import { NotFoundError } from "../core/errors.ts";
 import { contentTypeFor, fileResponse } from "./http_file.ts";
 import {
   authorizeView,
   getRecording,
   isFinishedFile,
   openSource,
-} from "./recordings.ts";
+} from "../recordings/recordings.ts";
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
 

@@ -6,9 +6,9 @@
  * the recording exactly as `complete_job` would.
  */
 
-import type { AppContext } from "./context.ts";
-import { AppError, BadRequestError, TooLargeError } from "./errors.ts";
-import { type Recording, recordingKey } from "./kv_keys.ts";
+import type { AppContext } from "../core/context.ts";
+import { AppError, BadRequestError, TooLargeError } from "../core/errors.ts";
+import { type Recording, recordingKey } from "../kv/keys.ts";
 import {
   assertAcceptsChunks,
   commitChunk,
@@ -17,7 +17,7 @@ import {
   deleteRecording,
   getRecording,
   getRecordingEntry,
-} from "./recordings.ts";
+} from "../recordings/recordings.ts";
 
 /** The protocol version spoken. */
 export const TUS_VERSION = "1.0.0";

@@ -4,8 +4,8 @@
  * field), streams the bytes to storage and commits the chunk.
  */
 
-import type { AppContext } from "./context.ts";
-import { BadRequestError, RequestTimeoutError } from "./errors.ts";
+import type { AppContext } from "../core/context.ts";
+import { BadRequestError, RequestTimeoutError } from "../core/errors.ts";
 import {
   multipartBoundary,
   MultipartError,
@@ -18,8 +18,8 @@ import {
   completeRecording,
   type CompleteResult,
   emptyChunk,
-} from "./recordings.ts";
-import { chunkTooLarge, type StoredChunk } from "./storage.ts";
+} from "../recordings/recordings.ts";
+import { chunkTooLarge, type StoredChunk } from "../storage/local.ts";
 
 /** The outcome of one `add_data` request. */
 export interface ReceiveResult extends AppendResult {

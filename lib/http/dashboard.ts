@@ -3,10 +3,10 @@
  * every recording, newest first) and one recording for its own page.
  */
 
-import type { AppContext } from "./context.ts";
-import { BadRequestError } from "./errors.ts";
-import { getRecording, listRecordings } from "./recordings.ts";
-import { type RecordingView, toRecordingView } from "./recording_view.ts";
+import type { AppContext } from "../core/context.ts";
+import { BadRequestError } from "../core/errors.ts";
+import { getRecording, listRecordings } from "../recordings/recordings.ts";
+import { type RecordingView, toRecordingView } from "../../common/recording_view.ts";
 
 /** Rows per dashboard page unless `?limit=` says otherwise. */
 export const DEFAULT_PAGE_SIZE = 50;

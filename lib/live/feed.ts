@@ -12,7 +12,7 @@
  * a KV Connect URL).
  */
 
-import type { AppContext } from "./context.ts";
+import type { AppContext } from "../core/context.ts";
 import {
   type ChangeEntry,
   changeHeadKey,
@@ -20,7 +20,7 @@ import {
   changePrefix,
   type Recording,
   recordingKey,
-} from "./kv_keys.ts";
+} from "../kv/keys.ts";
 
 /** Log entries this much older than the newest one seen are read again (clock skew, slow commits). */
 const OVERLAP_MS = 5_000;

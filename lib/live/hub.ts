@@ -4,7 +4,7 @@
  * log (["change", seq]) carries changes between instances via `kv.watch`.
  */
 
-import type { Recording } from "./kv_keys.ts";
+import type { Recording } from "../kv/keys.ts";
 
 /** Receives each committed recording change. */
 export type RecordingListener = (recording: Recording) => void;

@@ -4,7 +4,7 @@
  * so a client that reconnects has caught up. Runs in browsers and in Deno.
  */
 
-import type { LiveMessage } from "./recording_view.ts";
+import type { LiveMessage } from "../common/recording_view.ts";
 
 /** The server closes with this code when reconnecting cannot help (unknown id, bad cursor). */
 const POLICY_VIOLATION = 1008;

@@ -9,7 +9,7 @@
  * own, so each gets exactly the answer it would have got alone.
  */
 
-import { perKv } from "./context.ts";
+import { perKv } from "../core/context.ts";
 
 /** One atomic write that may share a commit with others. */
 export interface GroupedWrite {

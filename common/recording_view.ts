@@ -4,7 +4,7 @@
  * imports nothing but types.
  */
 
-import type { Recording } from "./kv_keys.ts";
+import type { Recording } from "../lib/kv/keys.ts";
 
 /**
  * What pages and sockets show of a recording (serializable, no internals):

@@ -3,8 +3,8 @@
  */
 
 import type { Config } from "./config.ts";
-import { LiveHub } from "./live.ts";
-import { LocalStorage, type Storage } from "./storage.ts";
+import { LiveHub } from "../live/hub.ts";
+import { LocalStorage, type Storage } from "../storage/local.ts";
 
 /** What every `lib/` operation needs: config, KV, storage and the live hub. */
 export interface AppContext {

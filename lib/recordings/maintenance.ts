@@ -5,7 +5,7 @@
  * made again), and files that no KV record refers to are swept away.
  */
 
-import type { AppContext } from "./context.ts";
+import type { AppContext } from "../core/context.ts";
 import {
   type ChunkEntry,
   chunkPrefix,
@@ -16,7 +16,7 @@ import {
   recordingKey,
   type UnflushedOutputs,
   unflushedOutputsPrefix,
-} from "./kv_keys.ts";
+} from "../kv/keys.ts";
 import {
   addChange,
   completeRecording,

@@ -12,8 +12,8 @@ import {
   RequestTimeoutError,
   StorageFullError,
   TooLargeError,
-} from "./errors.ts";
-import { openLocalRange, type StoredFileInfo } from "./http_file.ts";
+} from "../core/errors.ts";
+import { openLocalRange, type StoredFileInfo } from "../http/http_file.ts";
 import { DropBehind } from "./page_cache.ts";
 
 /** Where a stored chunk's bytes are: a storage name, and a byte range in it. */
