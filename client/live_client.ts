@@ -12,6 +12,9 @@ const POLICY_VIOLATION = 1008;
 /** Where a live connection stands. */
 export type LiveState = "connecting" | "live" | "reconnecting" | "closed";
 
+/** Whether a page follows live changes ("static" until it connects), for its indicator. */
+export type LiveIndicatorState = LiveState | "static";
+
 /** Callbacks and timing of {@link connectLive}. */
 export interface LiveClientOptions {
   /** Called with every message, snapshots included. */

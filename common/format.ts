@@ -58,3 +58,8 @@ export function formatPercent(fraction: number | undefined): string {
 export function shortId(id: string): string {
   return id.slice(0, 8);
 }
+
+/** `3` and `chunk` become `3 chunks`; `1` and `chunk` become `1 chunk`. */
+export function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}

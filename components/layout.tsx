@@ -1,5 +1,5 @@
 import type { ComponentChildren } from "preact";
-import type { AssetManifest } from "../tools/build_assets.ts";
+import type { AssetManifest } from "../lib/http/assets.ts";
 
 /** Which top-level page is shown, for the navigation. */
 export type Section = "recordings" | "record" | "none";

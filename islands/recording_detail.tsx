@@ -1,24 +1,15 @@
-import { useSignal } from "@preact/signals";
-import { useEffect } from "preact/hooks";
-import {
-  FileList,
-  LiveIndicator,
-  type LiveIndicatorState,
-  MediaFactsTable,
-  Player,
-  ProgressBar,
-  RecordingActions,
-  StatusBadge,
-  useRecordingActions,
-} from "../components/recording_parts.tsx";
-import {
-  formatAgo,
-  formatBytes,
-  formatDuration,
-  formatTime,
-} from "../common/format.ts";
-import { connectLive, liveUrl } from "../client/live_client.ts";
-import { isSameOrNewer, type RecordingView } from "../common/recording_view.ts";
+import { useMemo } from "preact/hooks";
+import { LiveRecording } from "../client/live_recording.ts";
+import { RecordingActionController } from "../client/recording_actions.ts";
+import { useOpened } from "../client/use_opened.ts";
+import type { RecordingView } from "../common/recording_view.ts";
+import { Counters } from "../components/recording/counters.tsx";
+import { FileList } from "../components/recording/file_list.tsx";
+import { MediaFactsTable } from "../components/recording/media_facts_table.tsx";
+import { Player } from "../components/recording/player.tsx";
+import { LiveIndicator } from "../components/shared/live_indicator.tsx";
+import { ProgressBar } from "../components/shared/progress_bar.tsx";
+import { RecordingActions } from "../components/shared/recording_actions.tsx";
 
 /** Props of a recording's page: the recording as the server read it. */
 export interface RecordingDetailProps {
@@ -28,97 +19,24 @@ export interface RecordingDetailProps {
 }
 
 /**
- * One recording: live counters, then progress, then the player and its
- * files. A recording still `recording` can be finished with what was
- * received, a failed one queued again.
+ * One recording: live counters (client/live_recording.ts), then progress,
+ * then the player and its files. A recording still `recording` can be
+ * finished with what was received, a failed one queued again.
  */
 export default function RecordingDetail(props: RecordingDetailProps) {
-  const rec = useSignal(props.recording);
-  const live = useSignal<LiveIndicatorState>("static");
-  const now = useSignal(props.now);
-  const ready = useSignal(false);
-  const actions = useRecordingActions();
-
-  useEffect(() => {
-    ready.value = true;
-    let offset = props.now - Date.now();
-    const tick = setInterval(() => {
-      now.value = Date.now() + offset;
-    }, 1000);
-    const client = connectLive(
-      liveUrl(`/ws/${props.recording.id}`, location.href),
-      {
-        onState(state) {
-          live.value = state;
-        },
-        onMessage(message) {
-          if (message.type === "snapshot" && "recording" in message) {
-            offset = message.now - Date.now();
-            now.value = message.now;
-            rec.value = message.recording;
-          } else if (
-            message.type === "change" &&
-            message.recording.id === rec.value.id &&
-            isSameOrNewer(rec.value, message.recording)
-          ) {
-            rec.value = message.recording;
-          }
-        },
-      },
-    );
-    return () => {
-      clearInterval(tick);
-      client.close();
-    };
-  }, []);
-
-  const r = rec.value;
+  const live = useOpened(() => new LiveRecording(props.recording, props.now));
+  const actions = useMemo(() => new RecordingActionController(), []);
+  const r = live.recording.value;
+  const now = live.clock.now.value;
   return (
     <article class="detail" data-id={r.id} data-status={r.status}>
       <div class="section-head">
         <h1>
           Recording <code class="mono">{r.id}</code>
         </h1>
-        <LiveIndicator state={live.value} />
+        <LiveIndicator state={live.live.value} />
       </div>
-      <dl class="facts counters" id="counters">
-        <div>
-          <dt>Status</dt>
-          <dd>
-            <StatusBadge status={r.status} />
-          </dd>
-        </div>
-        <div>
-          <dt>Received</dt>
-          <dd data-field="bytes">{formatBytes(r.bytesReceived)}</dd>
-        </div>
-        <div>
-          <dt>Chunks</dt>
-          <dd data-field="chunks">{r.chunksReceived}</dd>
-        </div>
-        <div>
-          <dt>Last chunk</dt>
-          <dd data-field="last-chunk">{formatAgo(r.lastChunkAt, now.value)}</dd>
-        </div>
-        <div>
-          <dt>Duration</dt>
-          <dd data-field="duration">{formatDuration(r.durationS)}</dd>
-        </div>
-        <div>
-          <dt>Started</dt>
-          <dd>
-            <time dateTime={new Date(r.createdAt).toISOString()}>
-              {formatTime(r.createdAt)}
-            </time>
-          </dd>
-        </div>
-        {r.mimeType && (
-          <div>
-            <dt>Sent as</dt>
-            <dd class="mono small">{r.mimeType}</dd>
-          </div>
-        )}
-      </dl>
+      <Counters recording={r} now={now} />
 
       {r.deleted && (
         <p class="notice" id="deleted">
@@ -142,11 +60,11 @@ export default function RecordingDetail(props: RecordingDetailProps) {
         <div class="detail-actions" id="actions">
           <RecordingActions
             rec={r}
-            now={now.value}
-            ready={ready.value}
+            now={now}
+            ready={live.ready.value}
             state={actions.states.value[r.id]}
             onAction={(a) =>
-              actions.run(r, a, now.value)}
+              actions.run(r, a, live.clock.now.value)}
           />
         </div>
       )}

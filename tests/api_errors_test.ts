@@ -2,14 +2,16 @@ import assert from "node:assert/strict";
 import {
   createSession,
   expectError,
-  haveFfmpeg,
   makeRecording,
   mediaBytes,
+  missingTool,
   sendChunk,
   startTestServer,
   type TestServer,
   waitForStatus,
 } from "./helpers.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 const UNKNOWN = "0b9d6f3e-2c1a-4f59-9a8e-7d2f4c1b3a10";
 
@@ -153,39 +155,53 @@ Deno.test("errors: malformed JSON, bad base64, missing fields and bad indexes ge
   });
 });
 
-Deno.test("errors: completing with no data is 409, chunks after completion are 409, repeat completion is harmless", async () => {
-  if (!await haveFfmpeg()) return;
-  await withServer({}, async ({ url }) => {
-    const id = await createSession(url);
-    await expectError(
-      await fetch(`${url}/complete_job/${id}/`, { method: "POST" }),
-      409,
-      /no data/,
-    );
-    const tmp = await Deno.makeTempFile({ suffix: ".webm" });
-    const bytes = await makeRecording(tmp, { seconds: 1 });
-    await Deno.remove(tmp);
-    const ok = await sendChunk(url, id, bytes);
-    assert.equal(ok.status, 200);
-    await ok.body?.cancel();
-    const first = await fetch(`${url}/complete_job/${id}`, { method: "POST" });
-    assert.equal(first.status, 200);
-    assert.equal((await first.json()).message, "Processing started");
-    const again = await fetch(`${url}/complete_job/${id}/`, { method: "POST" });
-    assert.equal(again.status, 200);
-    assert.match((await again.json()).message, /already/i);
-    await expectError(
-      await sendChunk(url, id, bytes),
-      409,
-      /no longer recording/,
-    );
-    const st = await waitForStatus(url, id);
-    assert.equal(st.status, "complete");
-    const third = await fetch(`${url}/complete_job/${id}/`, { method: "POST" });
-    assert.equal(third.status, 200);
-    assert.match((await third.json()).message, /complete/i);
-    await expectError(await sendChunk(url, id, bytes), 409);
-  });
+Deno.test({
+  name:
+    "errors: completing with no data is 409 and ends the session, chunks after completion are 409, repeat completion is harmless",
+  ignore: ffmpegMissing,
+  async fn() {
+    await withServer({ COMPLETE_GRACE_MS: "0" }, async ({ url }) => {
+      const empty = await createSession(url);
+      await expectError(
+        await fetch(`${url}/complete_job/${empty}/`, { method: "POST" }),
+        409,
+        /no data.*COMPLETE_GRACE_MS/,
+      );
+      const ended = await waitForStatus(url, empty, ["failed"]);
+      assert.match(String(ended.error), /stopped before any data arrived/);
+      const id = await createSession(url);
+      const tmp = await Deno.makeTempFile({ suffix: ".webm" });
+      const bytes = await makeRecording(tmp, { seconds: 1 });
+      await Deno.remove(tmp);
+      await expectError(await sendChunk(url, empty, bytes), 409);
+      const ok = await sendChunk(url, id, bytes);
+      assert.equal(ok.status, 200);
+      await ok.body?.cancel();
+      const first = await fetch(`${url}/complete_job/${id}`, {
+        method: "POST",
+      });
+      assert.equal(first.status, 200);
+      assert.equal((await first.json()).message, "Processing started");
+      const again = await fetch(`${url}/complete_job/${id}/`, {
+        method: "POST",
+      });
+      assert.equal(again.status, 200);
+      assert.match((await again.json()).message, /already/i);
+      await expectError(
+        await sendChunk(url, id, bytes),
+        409,
+        /no longer recording/,
+      );
+      const st = await waitForStatus(url, id);
+      assert.equal(st.status, "complete");
+      const third = await fetch(`${url}/complete_job/${id}/`, {
+        method: "POST",
+      });
+      assert.equal(third.status, 200);
+      assert.match((await third.json()).message, /complete/i);
+      await expectError(await sendChunk(url, id, bytes), 409);
+    });
+  },
 });
 
 Deno.test("errors: chunks over MAX_CHUNK_BYTES and recordings over MAX_RECORDING_BYTES get 413 and keep what was stored", async () => {
@@ -286,44 +302,48 @@ Deno.test("errors: a disk below MIN_FREE_BYTES gets 507 and keeps earlier chunks
   }
 });
 
-Deno.test("errors: /media/ refuses path traversal and names that are not the session's files", async () => {
-  if (!await haveFfmpeg()) return;
-  await withServer({}, async ({ url }) => {
-    const id = await createSession(url);
-    const other = await createSession(url);
-    const tmp = await Deno.makeTempFile({ suffix: ".webm" });
-    const bytes = await makeRecording(tmp, { seconds: 1 });
-    await Deno.remove(tmp);
-    for (const sid of [id, other]) {
-      const res = await sendChunk(url, sid, bytes);
-      await res.body?.cancel();
-      await (await fetch(`${url}/complete_job/${sid}/`, { method: "POST" }))
-        .body?.cancel();
-    }
-    await expectError(await fetch(`${url}/media/${id}/${id}.mp4`), 404);
-    await waitForStatus(url, id);
-    await waitForStatus(url, other);
-    const okRes = await fetch(`${url}/media/${id}/${id}.mp4`);
-    assert.equal(okRes.status, 200);
-    await okRes.body?.cancel();
-    for (
-      const name of [
-        "..%2F..%2F..%2Fetc%2Fpasswd",
-        "%2e%2e",
-        "..%2Ftapedeck.kv",
-        `..%2F..%2Frecordings%2F${id}%2Ffiles%2F${id}.mp4`,
-        `${other}.mp4`,
-        "chunks",
-        `${id}.mp4%00.jpg`,
-        "tapedeck.kv",
-      ]
-    ) {
-      await expectError(await fetch(`${url}/media/${id}/${name}`), 404);
-    }
-    const raw = await fetch(`${url}/media/${id}/../../tapedeck.kv`);
-    assert.equal(raw.status, 404);
-    await raw.body?.cancel();
-  });
+Deno.test({
+  name:
+    "errors: /media/ refuses path traversal and names that are not the session's files",
+  ignore: ffmpegMissing,
+  async fn() {
+    await withServer({}, async ({ url }) => {
+      const id = await createSession(url);
+      const other = await createSession(url);
+      const tmp = await Deno.makeTempFile({ suffix: ".webm" });
+      const bytes = await makeRecording(tmp, { seconds: 1 });
+      await Deno.remove(tmp);
+      for (const sid of [id, other]) {
+        const res = await sendChunk(url, sid, bytes);
+        await res.body?.cancel();
+        await (await fetch(`${url}/complete_job/${sid}/`, { method: "POST" }))
+          .body?.cancel();
+      }
+      await expectError(await fetch(`${url}/media/${id}/${id}.mp4`), 404);
+      await waitForStatus(url, id);
+      await waitForStatus(url, other);
+      const okRes = await fetch(`${url}/media/${id}/${id}.mp4`);
+      assert.equal(okRes.status, 200);
+      await okRes.body?.cancel();
+      for (
+        const name of [
+          "..%2F..%2F..%2Fetc%2Fpasswd",
+          "%2e%2e",
+          "..%2Ftapedeck.kv",
+          `..%2F..%2Frecordings%2F${id}%2Ffiles%2F${id}.mp4`,
+          `${other}.mp4`,
+          "chunks",
+          `${id}.mp4%00.jpg`,
+          "tapedeck.kv",
+        ]
+      ) {
+        await expectError(await fetch(`${url}/media/${id}/${name}`), 404);
+      }
+      const raw = await fetch(`${url}/media/${id}/../../tapedeck.kv`);
+      assert.equal(raw.status, 404);
+      await raw.body?.cancel();
+    });
+  },
 });
 
 Deno.test("errors: wrong methods get 405 with Allow, unknown routes get JSON 404", async () => {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import {
   createSession,
-  haveFfmpeg,
   makeRecording,
+  missingTool,
   probeFile,
   type ProbeSummary,
   splitBytes,
@@ -10,6 +10,8 @@ import {
   type TestCodec,
   waitForStatus,
 } from "./helpers.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 function base64(bytes: Uint8Array): string {
   return (bytes as unknown as { toBase64(): string }).toBase64();
@@ -82,7 +84,6 @@ async function fetchToFile(url: string, path: string): Promise<Uint8Array> {
 }
 
 async function recordUploadAndCheck(codec: TestCodec, expectMp4Video: string) {
-  if (!await haveFfmpeg()) return;
   const server = await startTestServer();
   const tmp = await Deno.makeTempDir({ prefix: "tapedeck-flow-" });
   try {
@@ -178,78 +179,98 @@ async function recordUploadAndCheck(codec: TestCodec, expectMp4Video: string) {
   }
 }
 
-Deno.test("api: a VP9/Opus recording in mixed body forms becomes a stream-copied MP4 and a seekable WebM", async () => {
-  await recordUploadAndCheck("vp9", "vp9");
+Deno.test({
+  name:
+    "api: a VP9/Opus recording in mixed body forms becomes a stream-copied MP4 and a seekable WebM",
+  ignore: ffmpegMissing,
+  async fn() {
+    await recordUploadAndCheck("vp9", "vp9");
+  },
 });
 
-Deno.test("api: a VP8/Opus recording gets its MP4 video re-encoded to H.264 with every frame kept", async () => {
-  await recordUploadAndCheck("vp8", "h264");
+Deno.test({
+  name:
+    "api: a VP8/Opus recording gets its MP4 video re-encoded to H.264 with every frame kept",
+  ignore: ffmpegMissing,
+  async fn() {
+    await recordUploadAndCheck("vp8", "h264");
+  },
 });
 
-Deno.test("api: an H.264 recording in WebM goes to MKV and an MP4 by stream copy", async () => {
-  if (!await haveFfmpeg()) return;
-  const server = await startTestServer();
-  const tmp = await Deno.makeTempDir({ prefix: "tapedeck-flow-" });
-  try {
-    const source = await makeRecording(`${tmp}/src.webm`, {
-      codec: "h264",
-      seconds: 3,
-    });
-    const sourceProbe = await probeFile(`${tmp}/src.webm`);
-    const id = await createSession(server.url);
-    await uploadMixed(server.url, id, splitBytes(source, [40_000]));
-    await fetch(`${server.url}/complete_job/${id}/`, { method: "POST" });
-    const final = await waitForStatus(server.url, id);
-    assert.equal(final.status, "complete", JSON.stringify(final));
-    const files = await (await fetch(`${server.url}/video/${id}/`)).json();
-    assert.deepEqual(files.completed_videos, [`${id}.mp4`, `${id}.mkv`]);
-    await fetchToFile(`${server.url}/media/${id}/${id}.mkv`, `${tmp}/o.mkv`);
-    const mkv = await probeFile(`${tmp}/o.mkv`);
-    assert.equal(mkv.video?.codec, "h264");
-    assert.equal(mkv.video?.packets, sourceProbe.video?.packets);
-    const mkvRes = await fetch(`${server.url}/media/${id}/${id}.mkv`, {
-      method: "HEAD",
-    });
-    assert.equal(mkvRes.headers.get("content-type"), "video/x-matroska");
-  } finally {
-    await server.close();
-    await Deno.remove(tmp, { recursive: true });
-  }
-});
-
-Deno.test("api: a fragmented MP4 recording (video/mp4) is accepted and processed the same way", async () => {
-  if (!await haveFfmpeg()) return;
-  const server = await startTestServer();
-  const tmp = await Deno.makeTempDir({ prefix: "tapedeck-flow-" });
-  try {
-    const source = await makeRecording(`${tmp}/src.mp4`, {
-      codec: "vp9-mp4",
-      seconds: 3,
-    });
-    const sourceProbe = await probeFile(`${tmp}/src.mp4`);
-    const id = await createSession(server.url);
-    for (const [i, piece] of splitBytes(source, [25_000]).entries()) {
-      const res = await fetch(`${server.url}/add_data/${id}/?index=${i}`, {
-        method: "POST",
-        body: piece,
-        headers: { "content-type": "video/mp4" },
+Deno.test({
+  name: "api: an H.264 recording in WebM goes to MKV and an MP4 by stream copy",
+  ignore: ffmpegMissing,
+  async fn() {
+    const server = await startTestServer();
+    const tmp = await Deno.makeTempDir({ prefix: "tapedeck-flow-" });
+    try {
+      const source = await makeRecording(`${tmp}/src.webm`, {
+        codec: "h264",
+        seconds: 3,
       });
-      assert.equal(res.status, 200);
-      await res.body?.cancel();
+      const sourceProbe = await probeFile(`${tmp}/src.webm`);
+      const id = await createSession(server.url);
+      await uploadMixed(server.url, id, splitBytes(source, [40_000]));
+      await fetch(`${server.url}/complete_job/${id}/`, { method: "POST" });
+      const final = await waitForStatus(server.url, id);
+      assert.equal(final.status, "complete", JSON.stringify(final));
+      const files = await (await fetch(`${server.url}/video/${id}/`)).json();
+      assert.deepEqual(files.completed_videos, [`${id}.mp4`, `${id}.mkv`]);
+      await fetchToFile(`${server.url}/media/${id}/${id}.mkv`, `${tmp}/o.mkv`);
+      const mkv = await probeFile(`${tmp}/o.mkv`);
+      assert.equal(mkv.video?.codec, "h264");
+      assert.equal(mkv.video?.packets, sourceProbe.video?.packets);
+      const mkvRes = await fetch(`${server.url}/media/${id}/${id}.mkv`, {
+        method: "HEAD",
+      });
+      assert.equal(mkvRes.headers.get("content-type"), "video/x-matroska");
+    } finally {
+      await server.close();
+      await Deno.remove(tmp, { recursive: true });
     }
-    await fetch(`${server.url}/complete_job/${id}/`, { method: "POST" });
-    const final = await waitForStatus(server.url, id);
-    assert.equal(final.status, "complete", JSON.stringify(final));
-    await fetchToFile(`${server.url}/media/${id}/${id}.webm`, `${tmp}/o.webm`);
-    const webm = await probeFile(`${tmp}/o.webm`);
-    assert.equal(webm.video?.codec, "vp9");
-    assert.equal(webm.video?.packets, sourceProbe.video?.packets);
-    assert.ok(
-      Math.abs(webm.durationS - 3) < 0.15,
-      `webm lasts ${webm.durationS}`,
-    );
-  } finally {
-    await server.close();
-    await Deno.remove(tmp, { recursive: true });
-  }
+  },
+});
+
+Deno.test({
+  name:
+    "api: a fragmented MP4 recording (video/mp4) is accepted and processed the same way",
+  ignore: ffmpegMissing,
+  async fn() {
+    const server = await startTestServer();
+    const tmp = await Deno.makeTempDir({ prefix: "tapedeck-flow-" });
+    try {
+      const source = await makeRecording(`${tmp}/src.mp4`, {
+        codec: "vp9-mp4",
+        seconds: 3,
+      });
+      const sourceProbe = await probeFile(`${tmp}/src.mp4`);
+      const id = await createSession(server.url);
+      for (const [i, piece] of splitBytes(source, [25_000]).entries()) {
+        const res = await fetch(`${server.url}/add_data/${id}/?index=${i}`, {
+          method: "POST",
+          body: piece,
+          headers: { "content-type": "video/mp4" },
+        });
+        assert.equal(res.status, 200);
+        await res.body?.cancel();
+      }
+      await fetch(`${server.url}/complete_job/${id}/`, { method: "POST" });
+      const final = await waitForStatus(server.url, id);
+      assert.equal(final.status, "complete", JSON.stringify(final));
+      await fetchToFile(
+        `${server.url}/media/${id}/${id}.webm`,
+        `${tmp}/o.webm`,
+      );
+      const webm = await probeFile(`${tmp}/o.webm`);
+      assert.equal(webm.video?.codec, "vp9");
+      assert.equal(webm.video?.packets, sourceProbe.video?.packets);
+      assert.ok(
+        Math.abs(webm.durationS - 3) < 0.15,
+        `webm lasts ${webm.durationS}`,
+      );
+    } finally {
+      await server.close();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
 });

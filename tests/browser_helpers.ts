@@ -9,10 +9,9 @@ import { join } from "node:path";
 import { type Browser, type BrowserContext, chromium } from "playwright-core";
 import type { Service } from "../main.ts";
 import type { LiveMessage } from "../common/recording_view.ts";
-import { IN_CI, ROOT } from "./helpers.ts";
+import { CHROMIUM_PATH, IN_CI, ROOT } from "./helpers.ts";
 
-/** The Debian Chromium binary (the /usr/bin wrapper prints a shell error). */
-export const CHROMIUM_PATH = "/usr/lib/chromium/chromium";
+export { CHROMIUM_PATH };
 
 /** Flags every test browser runs with. */
 export const BASE_BROWSER_ARGS = [

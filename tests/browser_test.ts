@@ -5,12 +5,16 @@ import type {
   ConsoleMessage,
   Page,
 } from "playwright-core";
-import { startTestServer, type TestServer } from "./helpers.ts";
+import { missingTool, startTestServer, type TestServer } from "./helpers.ts";
 import {
   artifactPath,
   launchBrowser,
   watchRecorderCalls,
 } from "./browser_helpers.ts";
+
+/** Chromium and ffmpeg: these tests record in the browser and process the result. */
+const toolsMissing = await missingTool("chromium") ||
+  await missingTool("ffmpeg");
 
 const RECORD_MS = 4_000;
 
@@ -239,7 +243,7 @@ async function withBrowser(
   body: (browser: Browser, server: TestServer) => Promise<void>,
 ): Promise<void> {
   const browser = await launchBrowser(options);
-  if (!browser) return;
+  if (!browser) throw new Error("Chromium is missing");
   const server = await startTestServer();
   try {
     await body(browser, server);
@@ -249,74 +253,87 @@ async function withBrowser(
   }
 }
 
-Deno.test("browser: camera recording goes live from recording to complete on the dashboard and its page, then plays and seeks", async () => {
-  await withBrowser({}, async (browser, server) => {
-    const problems: string[] = [];
-    const context = await browser.newContext({
-      viewport: { width: 1200, height: 900 },
+Deno.test({
+  name:
+    "browser: camera recording goes live from recording to complete on the dashboard and its page, then plays and seeks",
+  ignore: toolsMissing,
+  async fn() {
+    await withBrowser({}, async (browser, server) => {
+      const problems: string[] = [];
+      const context = await browser.newContext({
+        viewport: { width: 1200, height: 900 },
+      });
+      let aborted = 0;
+      await context.route("**/add_data/**", async (route) => {
+        if (
+          route.request().headers()["x-chunk-index"] === "1" && aborted === 0
+        ) {
+          aborted++;
+          await route.abort("connectionreset");
+        } else {
+          await route.continue();
+        }
+      });
+
+      const run = await recordThroughUi(context, server, "camera", problems);
+      assert.equal(aborted, 1, "the test should have dropped one chunk upload");
+
+      const status =
+        await (await fetch(`${server.url}/check_status/${run.id}/`))
+          .json();
+      assert.ok(
+        status.chunks_received >= 4,
+        `only ${status.chunks_received} chunks arrived`,
+      );
+      const facts = await run.detail.textContent("#media-facts");
+      assert.match(facts ?? "", /Duration/);
+      assert.match(facts ?? "", /h264|vp9|vp8/);
+      assert.match(facts ?? "", /opus/);
+      const downloads = await run.detail.$$eval(
+        "ul.files a[download]",
+        (links) => links.map((a) => a.getAttribute("href")),
+      );
+      assert.ok(
+        downloads.some((h) => h?.endsWith(".mp4")),
+        `downloads: ${downloads}`,
+      );
+      await checkPlayback(run, server, "camera");
+
+      const noJs = await browser.newContext({ javaScriptEnabled: false });
+      const plain = await noJs.newPage();
+      await plain.goto(`${server.url}/videos/${run.id}`);
+      assert.equal(await plain.locator("video#player source").count(), 2);
+      await plain.goto(`${server.url}/`);
+      assert.equal(
+        await plain.getAttribute(`tr[data-id="${run.id}"]`, "data-status"),
+        "complete",
+      );
+      await noJs.close();
+      await context.close();
+      assert.deepEqual(problems, []);
     });
-    let aborted = 0;
-    await context.route("**/add_data/**", async (route) => {
-      if (route.request().headers()["x-chunk-index"] === "1" && aborted === 0) {
-        aborted++;
-        await route.abort("connectionreset");
-      } else {
-        await route.continue();
-      }
-    });
-
-    const run = await recordThroughUi(context, server, "camera", problems);
-    assert.equal(aborted, 1, "the test should have dropped one chunk upload");
-
-    const status = await (await fetch(`${server.url}/check_status/${run.id}/`))
-      .json();
-    assert.ok(
-      status.chunks_received >= 4,
-      `only ${status.chunks_received} chunks arrived`,
-    );
-    const facts = await run.detail.textContent("#media-facts");
-    assert.match(facts ?? "", /Duration/);
-    assert.match(facts ?? "", /h264|vp9|vp8/);
-    assert.match(facts ?? "", /opus/);
-    const downloads = await run.detail.$$eval(
-      "ul.files a[download]",
-      (links) => links.map((a) => a.getAttribute("href")),
-    );
-    assert.ok(
-      downloads.some((h) => h?.endsWith(".mp4")),
-      `downloads: ${downloads}`,
-    );
-    await checkPlayback(run, server, "camera");
-
-    const noJs = await browser.newContext({ javaScriptEnabled: false });
-    const plain = await noJs.newPage();
-    await plain.goto(`${server.url}/videos/${run.id}`);
-    assert.equal(await plain.locator("video#player source").count(), 2);
-    await plain.goto(`${server.url}/`);
-    assert.equal(
-      await plain.getAttribute(`tr[data-id="${run.id}"]`, "data-status"),
-      "complete",
-    );
-    await noJs.close();
-    await context.close();
-    assert.deepEqual(problems, []);
-  });
+  },
 });
 
-Deno.test("browser: recording this tab with real tab capture goes live to complete, then plays and seeks", async () => {
-  await withBrowser({ tabCapture: true }, async (browser, server) => {
-    const problems: string[] = [];
-    const context = await browser.newContext({
-      viewport: { width: 1000, height: 800 },
+Deno.test({
+  name:
+    "browser: recording this tab with real tab capture goes live to complete, then plays and seeks",
+  ignore: toolsMissing,
+  async fn() {
+    await withBrowser({ tabCapture: true }, async (browser, server) => {
+      const problems: string[] = [];
+      const context = await browser.newContext({
+        viewport: { width: 1000, height: 800 },
+      });
+      await context.grantPermissions(["microphone", "camera"], {
+        origin: server.url,
+      });
+      const run = await recordThroughUi(context, server, "tab", problems);
+      const facts = await run.detail.textContent("#media-facts");
+      assert.match(facts ?? "", /1000 × 800|\d+ × \d+/);
+      await checkPlayback(run, server, "tab");
+      await context.close();
+      assert.deepEqual(problems, []);
     });
-    await context.grantPermissions(["microphone", "camera"], {
-      origin: server.url,
-    });
-    const run = await recordThroughUi(context, server, "tab", problems);
-    const facts = await run.detail.textContent("#media-facts");
-    assert.match(facts ?? "", /1000 × 800|\d+ × \d+/);
-    await checkPlayback(run, server, "tab");
-    await context.close();
-    assert.deepEqual(problems, []);
-  });
+  },
 });

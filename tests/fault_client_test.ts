@@ -14,9 +14,9 @@ import { join } from "node:path";
 import { type ChunkEntry, chunkPrefix } from "../lib/kv/keys.ts";
 import {
   createSession,
-  haveFfmpeg,
   makeRecording,
   mediaBytes,
+  missingTool,
   sendChunk,
   startTestServer,
   type TestServer,
@@ -24,6 +24,8 @@ import {
   waitForStatus,
 } from "./helpers.ts";
 import { bytesOnDisk, readChunk } from "./fault_helpers.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 const IDLE_MS = 500;
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -235,173 +237,180 @@ function sha256(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
-Deno.test("client faults: resets, stalls and a very slow client keep only whole chunks and the session stays usable", async () => {
-  if (!await haveFfmpeg()) return;
-  const server = await startTestServer({
-    BODY_IDLE_TIMEOUT_MS: String(IDLE_MS),
-  });
-  const tmp = await Deno.makeTempDir({ prefix: "tapedeck-client-" });
-  try {
-    const srcPath = join(tmp, "src.webm");
-    const source = await makeRecording(srcPath, { seconds: 4 });
-    // Pieces of 20 kB, except piece 9: 64 bytes, sent very slowly.
-    const sizes = [
-      20_000,
-      20_000,
-      20_000,
-      20_000,
-      20_000,
-      20_000,
-      20_000,
-      20_000,
-      20_000,
-      64,
-    ];
-    const pieces: Uint8Array<ArrayBuffer>[] = [];
-    let off = 0;
-    for (const size of sizes) {
-      pieces.push(source.slice(off, off + size));
-      off += size;
-    }
-    pieces.push(source.slice(off));
-    const id = await createSession(server.url);
-
-    const faults: {
-      index: number;
-      kind: "reset" | "stall";
-      form: Form;
-    }[] = [
-      { index: 0, kind: "reset", form: "raw" },
-      { index: 1, kind: "reset", form: "raw-chunked" },
-      { index: 2, kind: "stall", form: "raw" },
-      { index: 3, kind: "stall", form: "raw-chunked" },
-      { index: 4, kind: "reset", form: "json" },
-      { index: 5, kind: "reset", form: "multipart" },
-      { index: 6, kind: "stall", form: "multipart" },
-      { index: 7, kind: "stall", form: "json" },
-    ];
-    const stalls: string[] = [];
-    let committed = 0;
-    for (const f of faults) {
-      // Everything before this index is in; send the faulty one first.
-      while (committed < f.index) {
-        const res = await sendChunk(
-          server.url,
-          id,
-          pieces[committed],
-          committed,
-        );
-        assert.equal(res.status, 200);
-        await res.body?.cancel();
-        committed++;
+Deno.test({
+  name:
+    "client faults: resets, stalls and a very slow client keep only whole chunks and the session stays usable",
+  ignore: ffmpegMissing,
+  async fn() {
+    const server = await startTestServer({
+      BODY_IDLE_TIMEOUT_MS: String(IDLE_MS),
+    });
+    const tmp = await Deno.makeTempDir({ prefix: "tapedeck-client-" });
+    try {
+      const srcPath = join(tmp, "src.webm");
+      const source = await makeRecording(srcPath, { seconds: 4 });
+      // Pieces of 20 kB, except piece 9: 64 bytes, sent very slowly.
+      const sizes = [
+        20_000,
+        20_000,
+        20_000,
+        20_000,
+        20_000,
+        20_000,
+        20_000,
+        20_000,
+        20_000,
+        64,
+      ];
+      const pieces: Uint8Array<ArrayBuffer>[] = [];
+      let off = 0;
+      for (const size of sizes) {
+        pieces.push(source.slice(off, off + size));
+        off += size;
       }
-      if (f.kind === "reset") {
-        await resetMidChunk(server, id, f.index, pieces[f.index], f.form);
-      } else {
-        const reply = await stallMidChunk(
-          server,
-          id,
-          f.index,
-          pieces[f.index],
-          f.form,
-        );
-        if (reply.status !== undefined) {
-          assert.equal(reply.status, 408, reply.body);
-          assert.equal(reply.headers["content-type"], "application/json");
-          assert.match(JSON.parse(reply.body).error, /stalled|nothing arrived/);
+      pieces.push(source.slice(off));
+      const id = await createSession(server.url);
+
+      const faults: {
+        index: number;
+        kind: "reset" | "stall";
+        form: Form;
+      }[] = [
+        { index: 0, kind: "reset", form: "raw" },
+        { index: 1, kind: "reset", form: "raw-chunked" },
+        { index: 2, kind: "stall", form: "raw" },
+        { index: 3, kind: "stall", form: "raw-chunked" },
+        { index: 4, kind: "reset", form: "json" },
+        { index: 5, kind: "reset", form: "multipart" },
+        { index: 6, kind: "stall", form: "multipart" },
+        { index: 7, kind: "stall", form: "json" },
+      ];
+      const stalls: string[] = [];
+      let committed = 0;
+      for (const f of faults) {
+        // Everything before this index is in; send the faulty one first.
+        while (committed < f.index) {
+          const res = await sendChunk(
+            server.url,
+            id,
+            pieces[committed],
+            committed,
+          );
+          assert.equal(res.status, 200);
+          await res.body?.cancel();
+          committed++;
+        }
+        if (f.kind === "reset") {
+          await resetMidChunk(server, id, f.index, pieces[f.index], f.form);
         } else {
+          const reply = await stallMidChunk(
+            server,
+            id,
+            f.index,
+            pieces[f.index],
+            f.form,
+          );
+          if (reply.status !== undefined) {
+            assert.equal(reply.status, 408, reply.body);
+            assert.equal(reply.headers["content-type"], "application/json");
+            assert.match(
+              JSON.parse(reply.body).error,
+              /stalled|nothing arrived/,
+            );
+          } else {
+            assert.ok(
+              reply.closed,
+              `no answer and no close after ${reply.ms} ms`,
+            );
+          }
           assert.ok(
-            reply.closed,
-            `no answer and no close after ${reply.ms} ms`,
+            reply.ms >= IDLE_MS * 0.8 && reply.ms < IDLE_MS + 3000,
+            `answered after ${reply.ms} ms`,
+          );
+          stalls.push(
+            `${f.form}: ${reply.status ?? "dropped"} after ${reply.ms} ms` +
+              (reply.status && !reply.closed
+                ? ", connection still open 1 s later"
+                : ""),
           );
         }
-        assert.ok(
-          reply.ms >= IDLE_MS * 0.8 && reply.ms < IDLE_MS + 3000,
-          `answered after ${reply.ms} ms`,
-        );
-        stalls.push(
-          `${f.form}: ${reply.status ?? "dropped"} after ${reply.ms} ms` +
-            (reply.status && !reply.closed
-              ? ", connection still open 1 s later"
-              : ""),
-        );
+        await assertOnlyCommitted(server, id, committed);
+        // The same chunk sent normally now goes in.
+        const res = await sendChunk(server.url, id, pieces[f.index], f.index);
+        assert.equal(res.status, 200);
+        assert.equal(res.headers.get("content-type"), "application/json");
+        const body = await res.json();
+        assert.equal(body.duplicate, false);
+        assert.equal(body.chunks_received, ++committed);
       }
-      await assertOnlyCommitted(server, id, committed);
-      // The same chunk sent normally now goes in.
-      const res = await sendChunk(server.url, id, pieces[f.index], f.index);
-      assert.equal(res.status, 200);
-      assert.equal(res.headers.get("content-type"), "application/json");
-      const body = await res.json();
-      assert.equal(body.duplicate, false);
-      assert.equal(body.chunks_received, ++committed);
-    }
 
-    // Piece 8 normally, then piece 9 (64 bytes) three bytes at a time, 200 ms
-    // apart: slow, but never idle for BODY_IDLE_TIMEOUT_MS.
-    const res8 = await sendChunk(server.url, id, pieces[8], 8);
-    assert.equal(res8.status, 200);
-    await res8.body?.cancel();
-    committed++;
-    const slow = chunkRequest(id, 9, pieces[9], "raw");
-    const conn = await connect(server);
-    const t0 = Date.now();
-    let reply: RawReply;
-    try {
-      await conn.write(encoder.encode(slow.head));
-      for (let i = 0; i < slow.body.length; i += 3) {
-        await delay(200);
-        await conn.write(slow.body.subarray(i, i + 3));
+      // Piece 8 normally, then piece 9 (64 bytes) three bytes at a time, 200 ms
+      // apart: slow, but never idle for BODY_IDLE_TIMEOUT_MS.
+      const res8 = await sendChunk(server.url, id, pieces[8], 8);
+      assert.equal(res8.status, 200);
+      await res8.body?.cancel();
+      committed++;
+      const slow = chunkRequest(id, 9, pieces[9], "raw");
+      const conn = await connect(server);
+      const t0 = Date.now();
+      let reply: RawReply;
+      try {
+        await conn.write(encoder.encode(slow.head));
+        for (let i = 0; i < slow.body.length; i += 3) {
+          await delay(200);
+          await conn.write(slow.body.subarray(i, i + 3));
+        }
+        reply = await readReply(conn, 5000);
+      } finally {
+        conn.close();
       }
-      reply = await readReply(conn, 5000);
+      const slowMs = Date.now() - t0;
+      assert.equal(reply.status, 200, reply.body);
+      assert.equal(reply.headers["content-type"], "application/json");
+      assert.equal(JSON.parse(reply.body).chunks_received, ++committed);
+      assert.ok(slowMs > 4000, `the slow chunk took ${slowMs} ms`);
+      for (let i = 10; i < pieces.length; i++) {
+        const res = await sendChunk(server.url, id, pieces[i], i);
+        assert.equal(res.status, 200);
+        await res.body?.cancel();
+      }
+      await assertOnlyCommitted(server, id, pieces.length);
+
+      const done = await fetch(`${server.url}/complete_job/${id}/`, {
+        method: "POST",
+      });
+      assert.equal(done.status, 200);
+      await done.body?.cancel();
+      const st = await waitForStatus(server.url, id);
+      assert.equal(st.status, "complete", JSON.stringify(st));
+      assert.equal(st.bytes_received, source.length);
+      const media = await fetch(`${server.url}/media/${id}/${id}.webm`);
+      assert.equal(media.status, 200);
+      const out = join(tmp, "out.webm");
+      await Deno.writeFile(out, new Uint8Array(await media.arrayBuffer()));
+      assert.deepEqual(
+        await videoPacketHashes(out),
+        await videoPacketHashes(srcPath),
+      );
+      const { entries } = await sessionState(server, id);
+      const hash = createHash("sha256");
+      for (const e of entries) {
+        hash.update(await readChunk(server.dataDir, id, e));
+      }
+      assert.equal(hash.digest("hex"), sha256(source));
+      console.log(
+        `client-fault figures: ${
+          faults.filter((f) => f.kind === "reset").length
+        } resets mid-chunk, ` +
+          `${stalls.length} stalls (${
+            stalls.join("; ")
+          }), a 64-byte chunk sent over ${slowMs} ms: 200; bytes lost: 0`,
+      );
     } finally {
-      conn.close();
+      await server.close();
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
     }
-    const slowMs = Date.now() - t0;
-    assert.equal(reply.status, 200, reply.body);
-    assert.equal(reply.headers["content-type"], "application/json");
-    assert.equal(JSON.parse(reply.body).chunks_received, ++committed);
-    assert.ok(slowMs > 4000, `the slow chunk took ${slowMs} ms`);
-    for (let i = 10; i < pieces.length; i++) {
-      const res = await sendChunk(server.url, id, pieces[i], i);
-      assert.equal(res.status, 200);
-      await res.body?.cancel();
-    }
-    await assertOnlyCommitted(server, id, pieces.length);
-
-    const done = await fetch(`${server.url}/complete_job/${id}/`, {
-      method: "POST",
-    });
-    assert.equal(done.status, 200);
-    await done.body?.cancel();
-    const st = await waitForStatus(server.url, id);
-    assert.equal(st.status, "complete", JSON.stringify(st));
-    assert.equal(st.bytes_received, source.length);
-    const media = await fetch(`${server.url}/media/${id}/${id}.webm`);
-    assert.equal(media.status, 200);
-    const out = join(tmp, "out.webm");
-    await Deno.writeFile(out, new Uint8Array(await media.arrayBuffer()));
-    assert.deepEqual(
-      await videoPacketHashes(out),
-      await videoPacketHashes(srcPath),
-    );
-    const { entries } = await sessionState(server, id);
-    const hash = createHash("sha256");
-    for (const e of entries) {
-      hash.update(await readChunk(server.dataDir, id, e));
-    }
-    assert.equal(hash.digest("hex"), sha256(source));
-    console.log(
-      `client-fault figures: ${
-        faults.filter((f) => f.kind === "reset").length
-      } resets mid-chunk, ` +
-        `${stalls.length} stalls (${
-          stalls.join("; ")
-        }), a 64-byte chunk sent over ${slowMs} ms: 200; bytes lost: 0`,
-    );
-  } finally {
-    await server.close();
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  }
+  },
 });
 
 Deno.test("client faults: a client stalled mid-chunk does not hold up the other chunks of its session", async () => {

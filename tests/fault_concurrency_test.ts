@@ -13,9 +13,9 @@ import { join } from "node:path";
 import { type ChunkEntry, chunkPrefix } from "../lib/kv/keys.ts";
 import {
   createSession,
-  haveFfmpeg,
   makeRecording,
   mediaBytes,
+  missingTool,
   splitBytes,
   startTestServer,
   type TestServer,
@@ -23,6 +23,8 @@ import {
   waitForStatus,
 } from "./helpers.ts";
 import { bytesOnDisk, readChunk } from "./fault_helpers.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 function sha256(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
@@ -94,82 +96,86 @@ function describe(replies: Reply[]): string {
   return JSON.stringify(counts);
 }
 
-Deno.test("concurrency: two clients racing exact copies of the same chunks store each index once and the video equals the source", async () => {
-  if (!await haveFfmpeg()) return;
-  const server = await startTestServer();
-  const tmp = await Deno.makeTempDir({ prefix: "tapedeck-race-" });
-  const a = Deno.createHttpClient({});
-  const b = Deno.createHttpClient({});
-  try {
-    const srcPath = join(tmp, "src.webm");
-    const source = await makeRecording(srcPath, { seconds: 6 });
-    const pieces = splitBytes(source, [Math.ceil(source.length / 12)]);
-    const id = await createSession(server.url);
-    // Each client sends every chunk three times; all 6 copies race.
-    const replies = await Promise.all(
-      pieces.flatMap((p, i) =>
-        [a, a, a, b, b, b].map((client) => post(client, server.url, id, p, i))
-      ),
-    );
-    for (const r of replies) {
-      assert.equal(r.contentType, "application/json");
-      if (r.status === 200) assert.equal(r.body.index, r.index);
-      else assert.equal(typeof r.body.error, "string");
-    }
-    // A refused copy is sent again, one at a time, as a client would.
-    const resent: Reply[] = [];
-    for (const r of replies.filter((r) => r.status !== 200)) {
-      resent.push(await post(a, server.url, id, pieces[r.index!], r.index));
-    }
-    for (const r of resent) assert.equal(r.status, 200);
-    // Each index was stored once, with the bytes sent.
-    const kept = await stored(server, id);
-    assert.deepEqual(kept.map((k) => k.entry.index), pieces.map((_, i) => i));
-    for (const k of kept) assert.equal(k.sha, sha256(pieces[k.entry.index]));
-    for (const [i] of pieces.entries()) {
-      const fresh = [...replies, ...resent].filter((r) =>
-        r.index === i && r.status === 200 && r.body.duplicate === false
+Deno.test({
+  name:
+    "concurrency: two clients racing exact copies of the same chunks store each index once and the video equals the source",
+  ignore: ffmpegMissing,
+  async fn() {
+    const server = await startTestServer();
+    const tmp = await Deno.makeTempDir({ prefix: "tapedeck-race-" });
+    const a = Deno.createHttpClient({});
+    const b = Deno.createHttpClient({});
+    try {
+      const srcPath = join(tmp, "src.webm");
+      const source = await makeRecording(srcPath, { seconds: 6 });
+      const pieces = splitBytes(source, [Math.ceil(source.length / 12)]);
+      const id = await createSession(server.url);
+      // Each client sends every chunk three times; all 6 copies race.
+      const replies = await Promise.all(
+        pieces.flatMap((p, i) =>
+          [a, a, a, b, b, b].map((client) => post(client, server.url, id, p, i))
+        ),
       );
-      assert.equal(fresh.length, 1, `index ${i} was stored by one request`);
-    }
-    const st = await status(server, id);
-    assert.equal(st.chunks_received, pieces.length);
-    assert.equal(st.bytes_received, source.length);
-    const leftover = bytesOnDisk(server.dataDir, id) - source.length;
+      for (const r of replies) {
+        assert.equal(r.contentType, "application/json");
+        if (r.status === 200) assert.equal(r.body.index, r.index);
+        else assert.equal(typeof r.body.error, "string");
+      }
+      // A refused copy is sent again, one at a time, as a client would.
+      const resent: Reply[] = [];
+      for (const r of replies.filter((r) => r.status !== 200)) {
+        resent.push(await post(a, server.url, id, pieces[r.index!], r.index));
+      }
+      for (const r of resent) assert.equal(r.status, 200);
+      // Each index was stored once, with the bytes sent.
+      const kept = await stored(server, id);
+      assert.deepEqual(kept.map((k) => k.entry.index), pieces.map((_, i) => i));
+      for (const k of kept) assert.equal(k.sha, sha256(pieces[k.entry.index]));
+      for (const [i] of pieces.entries()) {
+        const fresh = [...replies, ...resent].filter((r) =>
+          r.index === i && r.status === 200 && r.body.duplicate === false
+        );
+        assert.equal(fresh.length, 1, `index ${i} was stored by one request`);
+      }
+      const st = await status(server, id);
+      assert.equal(st.chunks_received, pieces.length);
+      assert.equal(st.bytes_received, source.length);
+      const leftover = bytesOnDisk(server.dataDir, id) - source.length;
 
-    const done = await fetch(`${server.url}/complete_job/${id}/`, {
-      method: "POST",
-    });
-    assert.equal(done.status, 200);
-    await done.body?.cancel();
-    const fin = await waitForStatus(server.url, id);
-    assert.equal(fin.status, "complete", JSON.stringify(fin));
-    const media = await fetch(`${server.url}/media/${id}/${id}.webm`);
-    assert.equal(media.status, 200);
-    const out = join(tmp, "out.webm");
-    await Deno.writeFile(out, new Uint8Array(await media.arrayBuffer()));
-    assert.deepEqual(
-      await videoPacketHashes(out),
-      await videoPacketHashes(srcPath),
-    );
-    console.log(
-      `concurrency figures: ${replies.length} exact copies of ${pieces.length} chunks at once: ${
-        describe(replies)
-      }; bytes of refused or duplicate copies left on disk: ${leftover}`,
-    );
-    // An exact retry is never refused.
-    assert.deepEqual(
-      replies.filter((r) => r.status !== 200).map((r) => r.body.error),
-      [],
-      "exact copies raced were refused",
-    );
-    assert.equal(leftover, 0, "the copies left no bytes behind on disk");
-  } finally {
-    a.close();
-    b.close();
-    await server.close();
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  }
+      const done = await fetch(`${server.url}/complete_job/${id}/`, {
+        method: "POST",
+      });
+      assert.equal(done.status, 200);
+      await done.body?.cancel();
+      const fin = await waitForStatus(server.url, id);
+      assert.equal(fin.status, "complete", JSON.stringify(fin));
+      const media = await fetch(`${server.url}/media/${id}/${id}.webm`);
+      assert.equal(media.status, 200);
+      const out = join(tmp, "out.webm");
+      await Deno.writeFile(out, new Uint8Array(await media.arrayBuffer()));
+      assert.deepEqual(
+        await videoPacketHashes(out),
+        await videoPacketHashes(srcPath),
+      );
+      console.log(
+        `concurrency figures: ${replies.length} exact copies of ${pieces.length} chunks at once: ${
+          describe(replies)
+        }; bytes of refused or duplicate copies left on disk: ${leftover}`,
+      );
+      // An exact retry is never refused.
+      assert.deepEqual(
+        replies.filter((r) => r.status !== 200).map((r) => r.body.error),
+        [],
+        "exact copies raced were refused",
+      );
+      assert.equal(leftover, 0, "the copies left no bytes behind on disk");
+    } finally {
+      a.close();
+      b.close();
+      await server.close();
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    }
+  },
 });
 
 Deno.test("concurrency: clashing chunks for the same indexes keep exactly one contender's bytes per index and refuse the other with 409", async () => {

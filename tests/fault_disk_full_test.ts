@@ -21,10 +21,10 @@ import {
 import {
   type ChildServer,
   createSession,
-  haveFfmpeg,
   IN_CI,
   makeRecording,
   mediaBytes,
+  missingTool,
   sendChunk,
   spawnServer,
   splitBytes,
@@ -33,6 +33,8 @@ import {
   waitForStatus,
 } from "./helpers.ts";
 import { bytesOnDisk, readChunk } from "./fault_helpers.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 const PAGE = 4096;
 
@@ -160,80 +162,88 @@ async function assembled(kvPath: string, dataDir: string, id: string) {
   return hash.digest("hex");
 }
 
-Deno.test("disk full: a chunk that does not fit on a full data disk (KV elsewhere) gets 507, loses nothing acknowledged, leaves no partial file, and the retry completes after space is freed", async () => {
-  if (!await haveFfmpeg()) return;
-  const disk = await mountSmallDisk();
-  if (!disk) return;
-  const kvDir = await Deno.makeTempDir({ prefix: "tapedeck-full-kv-" });
-  const kvPath = join(kvDir, "tapedeck.kv");
-  let server: ChildServer | undefined;
-  try {
-    const srcPath = join(kvDir, "src.webm");
-    const source = await makeRecording(srcPath, { seconds: 6 });
-    const pieces = splitBytes(source, [100_000]);
-    server = await spawnServer(disk.dir, {
-      KV_PATH: kvPath,
-      MIN_FREE_BYTES: "0",
-    });
-    const id = await createSession(server.url);
-    let bytes = 0;
-    for (const i of [0, 1]) {
-      const res = await sendChunk(server.url, id, pieces[i], i);
-      assert.equal(res.status, 200);
-      await res.body?.cancel();
-      bytes += pieces[i].length;
-    }
-    // 40 kB left: chunk 2 (100 kB) starts writing and hits ENOSPC midway.
-    await disk.fill(40_000);
-    const freeBefore = disk.free();
-    const full = await sendChunk(server.url, id, pieces[2], 2);
-    assert.equal(full.status, 507);
-    assert.equal(full.headers.get("content-type"), "application/json");
-    const err = await full.json();
-    assert.match(err.error, /storage is full/);
-    assert.match(err.error, /not stored/);
-    // A retry while still full is refused the same way.
-    const again = await sendChunk(server.url, id, pieces[2], 2);
-    assert.equal(again.status, 507);
-    await again.body?.cancel();
-    await expectStatus(server.url, id, 2, bytes);
-    assert.equal(bytesOnDisk(disk.dir, id), bytes, "no byte of the chunk kept");
-    assert.equal(disk.free(), freeBefore, "the partial write was given back");
+Deno.test({
+  name:
+    "disk full: a chunk that does not fit on a full data disk (KV elsewhere) gets 507, loses nothing acknowledged, leaves no partial file, and the retry completes after space is freed",
+  ignore: ffmpegMissing,
+  async fn() {
+    const disk = await mountSmallDisk();
+    if (!disk) return;
+    const kvDir = await Deno.makeTempDir({ prefix: "tapedeck-full-kv-" });
+    const kvPath = join(kvDir, "tapedeck.kv");
+    let server: ChildServer | undefined;
+    try {
+      const srcPath = join(kvDir, "src.webm");
+      const source = await makeRecording(srcPath, { seconds: 6 });
+      const pieces = splitBytes(source, [100_000]);
+      server = await spawnServer(disk.dir, {
+        KV_PATH: kvPath,
+        MIN_FREE_BYTES: "0",
+      });
+      const id = await createSession(server.url);
+      let bytes = 0;
+      for (const i of [0, 1]) {
+        const res = await sendChunk(server.url, id, pieces[i], i);
+        assert.equal(res.status, 200);
+        await res.body?.cancel();
+        bytes += pieces[i].length;
+      }
+      // 40 kB left: chunk 2 (100 kB) starts writing and hits ENOSPC midway.
+      await disk.fill(40_000);
+      const freeBefore = disk.free();
+      const full = await sendChunk(server.url, id, pieces[2], 2);
+      assert.equal(full.status, 507);
+      assert.equal(full.headers.get("content-type"), "application/json");
+      const err = await full.json();
+      assert.match(err.error, /storage is full/);
+      assert.match(err.error, /not stored/);
+      // A retry while still full is refused the same way.
+      const again = await sendChunk(server.url, id, pieces[2], 2);
+      assert.equal(again.status, 507);
+      await again.body?.cancel();
+      await expectStatus(server.url, id, 2, bytes);
+      assert.equal(
+        bytesOnDisk(disk.dir, id),
+        bytes,
+        "no byte of the chunk kept",
+      );
+      assert.equal(disk.free(), freeBefore, "the partial write was given back");
 
-    await disk.unfill();
-    for (let i = 2; i < pieces.length; i++) {
-      const res = await sendChunk(server.url, id, pieces[i], i);
-      assert.equal(res.status, 200);
-      const body = await res.json();
-      assert.equal(body.duplicate, false);
+      await disk.unfill();
+      for (let i = 2; i < pieces.length; i++) {
+        const res = await sendChunk(server.url, id, pieces[i], i);
+        assert.equal(res.status, 200);
+        const body = await res.json();
+        assert.equal(body.duplicate, false);
+      }
+      const done = await fetch(`${server.url}/complete_job/${id}/`, {
+        method: "POST",
+      });
+      assert.equal(done.status, 200);
+      await done.body?.cancel();
+      const st = await waitForStatus(server.url, id);
+      assert.equal(st.status, "complete", JSON.stringify(st));
+      const media = await fetch(`${server.url}/media/${id}/${id}.webm`);
+      assert.equal(media.status, 200);
+      const out = join(kvDir, "out.webm");
+      await Deno.writeFile(out, new Uint8Array(await media.arrayBuffer()));
+      assert.deepEqual(
+        await videoPacketHashes(out),
+        await videoPacketHashes(srcPath),
+      );
+      assert.equal((await server.stop("SIGTERM")).code, 0);
+      server = undefined;
+      assert.equal(await assembled(kvPath, disk.dir, id), sha256(source));
+      console.log(
+        `disk-full figures (${disk.how}, KV elsewhere): chunk over the free space: 507 twice, ` +
+          `no partial file, ${bytes} acknowledged bytes kept; after freeing space: complete; bytes lost: 0`,
+      );
+    } finally {
+      await server?.stop("SIGKILL");
+      await disk.cleanup();
+      await Deno.remove(kvDir, { recursive: true }).catch(() => {});
     }
-    const done = await fetch(`${server.url}/complete_job/${id}/`, {
-      method: "POST",
-    });
-    assert.equal(done.status, 200);
-    await done.body?.cancel();
-    const st = await waitForStatus(server.url, id);
-    assert.equal(st.status, "complete", JSON.stringify(st));
-    const media = await fetch(`${server.url}/media/${id}/${id}.webm`);
-    assert.equal(media.status, 200);
-    const out = join(kvDir, "out.webm");
-    await Deno.writeFile(out, new Uint8Array(await media.arrayBuffer()));
-    assert.deepEqual(
-      await videoPacketHashes(out),
-      await videoPacketHashes(srcPath),
-    );
-    assert.equal((await server.stop("SIGTERM")).code, 0);
-    server = undefined;
-    assert.equal(await assembled(kvPath, disk.dir, id), sha256(source));
-    console.log(
-      `disk-full figures (${disk.how}, KV elsewhere): chunk over the free space: 507 twice, ` +
-        `no partial file, ${bytes} acknowledged bytes kept; after freeing space: complete; bytes lost: 0`,
-    );
-  } finally {
-    await server?.stop("SIGKILL");
-    await disk.cleanup();
-    await Deno.remove(kvDir, { recursive: true }).catch(() => {});
-  }
+  },
 });
 
 Deno.test("disk full: with KV on the full disk too, create, chunks and complete get 507 (not 500), nothing acknowledged is lost, and all resumes after space is freed", async () => {
@@ -325,86 +335,90 @@ Deno.test("disk full: with KV on the full disk too, create, chunks and complete 
   }
 });
 
-Deno.test("disk full: processing on a full disk fails with a readable reason, lists nothing, and retry_job completes it after space is freed", async () => {
-  if (!await haveFfmpeg()) return;
-  const disk = await mountSmallDisk();
-  if (!disk) return;
-  const kvDir = await Deno.makeTempDir({ prefix: "tapedeck-full-kv-" });
-  const kvPath = join(kvDir, "tapedeck.kv");
-  let server: Awaited<ReturnType<typeof startTestServer>> | undefined;
-  try {
-    const srcPath = join(kvDir, "src.webm");
-    const source = await makeRecording(srcPath, { seconds: 4 });
-    server = await startTestServer({
-      DATA_DIR: disk.dir,
-      KV_PATH: kvPath,
-      JOB_MAX_ATTEMPTS: "2",
-      JOB_BACKOFF_MS: "100",
-    });
-    const id = await createSession(server.url);
-    for (const [i, p] of splitBytes(source, [60_000]).entries()) {
-      const res = await sendChunk(server.url, id, p, i);
-      assert.equal(res.status, 200);
-      await res.body?.cancel();
-    }
-    // Not even room to assemble the source in the work folder.
-    await disk.fill(source.length / 2);
-    const done = await fetch(`${server.url}/complete_job/${id}/`, {
-      method: "POST",
-    });
-    assert.equal(done.status, 200);
-    await done.body?.cancel();
-    const failed = await waitForStatus(
-      server.url,
-      id,
-      ["complete", "failed"],
-      30_000,
-    );
-    assert.equal(failed.status, "failed");
-    assert.match(String(failed.error), /after 2 attempts/);
-    assert.match(String(failed.error), /space/i);
-    assert.doesNotMatch(
-      String(failed.error),
-      /tapedeck-full|\/tmp\//,
-      "no server paths",
-    );
-    const list = await (await fetch(`${server.url}/video/${id}/`)).json();
-    assert.deepEqual(list.completed_videos, []);
-    assert.deepEqual(
-      entriesOf(join(disk.dir, "recordings", id, "files")),
-      [],
-      "nothing was published",
-    );
+Deno.test({
+  name:
+    "disk full: processing on a full disk fails with a readable reason, lists nothing, and retry_job completes it after space is freed",
+  ignore: ffmpegMissing,
+  async fn() {
+    const disk = await mountSmallDisk();
+    if (!disk) return;
+    const kvDir = await Deno.makeTempDir({ prefix: "tapedeck-full-kv-" });
+    const kvPath = join(kvDir, "tapedeck.kv");
+    let server: Awaited<ReturnType<typeof startTestServer>> | undefined;
+    try {
+      const srcPath = join(kvDir, "src.webm");
+      const source = await makeRecording(srcPath, { seconds: 4 });
+      server = await startTestServer({
+        DATA_DIR: disk.dir,
+        KV_PATH: kvPath,
+        JOB_MAX_ATTEMPTS: "2",
+        JOB_BACKOFF_MS: "100",
+      });
+      const id = await createSession(server.url);
+      for (const [i, p] of splitBytes(source, [60_000]).entries()) {
+        const res = await sendChunk(server.url, id, p, i);
+        assert.equal(res.status, 200);
+        await res.body?.cancel();
+      }
+      // Not even room to assemble the source in the work folder.
+      await disk.fill(source.length / 2);
+      const done = await fetch(`${server.url}/complete_job/${id}/`, {
+        method: "POST",
+      });
+      assert.equal(done.status, 200);
+      await done.body?.cancel();
+      const failed = await waitForStatus(
+        server.url,
+        id,
+        ["complete", "failed"],
+        30_000,
+      );
+      assert.equal(failed.status, "failed");
+      assert.match(String(failed.error), /after 2 attempts/);
+      assert.match(String(failed.error), /space/i);
+      assert.doesNotMatch(
+        String(failed.error),
+        /tapedeck-full|\/tmp\//,
+        "no server paths",
+      );
+      const list = await (await fetch(`${server.url}/video/${id}/`)).json();
+      assert.deepEqual(list.completed_videos, []);
+      assert.deepEqual(
+        entriesOf(join(disk.dir, "recordings", id, "files")),
+        [],
+        "nothing was published",
+      );
 
-    await disk.unfill();
-    const retry = await fetch(`${server.url}/retry_job/${id}/`, {
-      method: "POST",
-    });
-    assert.equal(retry.status, 200);
-    assert.equal((await retry.json()).status, "processing");
-    const st = await waitForStatus(
-      server.url,
-      id,
-      ["complete", "failed"],
-      30_000,
-    );
-    assert.equal(st.status, "complete", JSON.stringify(st));
-    const media = await fetch(`${server.url}/media/${id}/${id}.webm`);
-    assert.equal(media.status, 200);
-    const out = join(kvDir, "out.webm");
-    await Deno.writeFile(out, new Uint8Array(await media.arrayBuffer()));
-    assert.deepEqual(
-      await videoPacketHashes(out),
-      await videoPacketHashes(srcPath),
-    );
-    console.log(
-      `disk-full figures (${disk.how}): processing on a full disk: failed ("${failed.error}"); after freeing space and retry_job: complete`,
-    );
-  } finally {
-    await server?.close();
-    await disk.cleanup();
-    await Deno.remove(kvDir, { recursive: true }).catch(() => {});
-  }
+      await disk.unfill();
+      const retry = await fetch(`${server.url}/retry_job/${id}/`, {
+        method: "POST",
+      });
+      assert.equal(retry.status, 200);
+      assert.equal((await retry.json()).status, "processing");
+      const st = await waitForStatus(
+        server.url,
+        id,
+        ["complete", "failed"],
+        30_000,
+      );
+      assert.equal(st.status, "complete", JSON.stringify(st));
+      const media = await fetch(`${server.url}/media/${id}/${id}.webm`);
+      assert.equal(media.status, 200);
+      const out = join(kvDir, "out.webm");
+      await Deno.writeFile(out, new Uint8Array(await media.arrayBuffer()));
+      assert.deepEqual(
+        await videoPacketHashes(out),
+        await videoPacketHashes(srcPath),
+      );
+      console.log(
+        `disk-full figures (${disk.how}): processing on a full disk: failed ("${failed.error}"); after freeing space and retry_job: complete`,
+      );
+    } finally {
+      await server?.close();
+      await disk.cleanup();
+      await Deno.remove(kvDir, { recursive: true }).catch(() => {});
+    }
+  },
 });
 
 function entriesOf(path: string): string[] {

@@ -29,28 +29,20 @@ import {
 } from "../lib/kv/keys.ts";
 import {
   type ChildServer,
-  haveFfmpeg,
+  missingTool,
   spawnServer,
   videoPacketHashes,
   waitForStatus,
 } from "./helpers.ts";
+import { seededRandom } from "./support/random.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 const MIB = 1024 * 1024;
 const MIN_KILLS = 50;
 const MAX_KILLS = 90;
 /** Wall-clock budget for the kill loop; the test fails if it ends with too few kills. */
 const KILL_LOOP_BUDGET_MS = 130_000;
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function sha256(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
@@ -445,389 +437,395 @@ function statOrNull(path: string): Deno.FileInfo | null {
   }
 }
 
-Deno.test("kill-upload: kill -9 at random moments of chunk uploads loses no acknowledged byte and the retries give byte-exact recordings", async () => {
-  if (!await haveFfmpeg()) return;
-  const seed = Number(Deno.env.get("KILL_SEED") ?? Date.now() % 1_000_000);
-  console.log(`kill-upload: seed ${seed} (replay with KILL_SEED=${seed})`);
-  const rng = mulberry32(seed);
-  const dataDir = await Deno.makeTempDir({ prefix: "tapedeck-kill-up-" });
-  const srcDir = await Deno.makeTempDir({ prefix: "tapedeck-kill-src-" });
-  let server: ChildServer | undefined;
-  const started = Date.now();
-  try {
-    const clients: Client[] = [];
-    for (let i = 0; i < 3; i++) {
-      const sourcePath = join(srcDir, `source-${i}.mkv`);
-      const source = await makeBigRecording(sourcePath, i + 1);
-      clients.push({
-        name: `client-${i}`,
-        source,
-        sourcePath,
-        sourceSha: sha256(source),
-        rng: mulberry32(seed * 7 + i),
-        sessions: [],
-        next: 0,
+Deno.test({
+  name:
+    "kill-upload: kill -9 at random moments of chunk uploads loses no acknowledged byte and the retries give byte-exact recordings",
+  ignore: ffmpegMissing,
+  async fn() {
+    const seed = Number(Deno.env.get("KILL_SEED") ?? Date.now() % 1_000_000);
+    console.log(`kill-upload: seed ${seed} (replay with KILL_SEED=${seed})`);
+    const rng = seededRandom(seed);
+    const dataDir = await Deno.makeTempDir({ prefix: "tapedeck-kill-up-" });
+    const srcDir = await Deno.makeTempDir({ prefix: "tapedeck-kill-src-" });
+    let server: ChildServer | undefined;
+    const started = Date.now();
+    try {
+      const clients: Client[] = [];
+      for (let i = 0; i < 3; i++) {
+        const sourcePath = join(srcDir, `source-${i}.mkv`);
+        const source = await makeBigRecording(sourcePath, i + 1);
+        clients.push({
+          name: `client-${i}`,
+          source,
+          sourcePath,
+          sourceSha: sha256(source),
+          rng: seededRandom(seed * 7 + i),
+          sessions: [],
+          next: 0,
+        });
+      }
+      const env = { RUN_WORKER: "false", CREATE_RATE_PER_MINUTE: "0" };
+
+      const landings: Record<Landing, number> = {
+        "mid-body, no byte on disk": 0,
+        "mid-body, part on disk": 0,
+        "bytes on disk, KV not committed": 0,
+        "KV committed, reply not received": 0,
+        "create or complete unanswered": 0,
+      };
+      const strategies: Record<string, number> = {};
+      let kills = 0;
+      let killsMidRequest = 0;
+      let uncommittedSeen = 0;
+
+      const covered = () =>
+        landings["mid-body, part on disk"] +
+              landings["mid-body, no byte on disk"] >
+          0 &&
+        landings["bytes on disk, KV not committed"] > 0 &&
+        landings["KV committed, reply not received"] > 0;
+
+      while (
+        kills < MIN_KILLS ||
+        (!covered() && kills < MAX_KILLS &&
+          Date.now() - started < KILL_LOOP_BUDGET_MS)
+      ) {
+        const live = await spawnServer(dataDir, env);
+        server = live;
+        const http = Deno.createHttpClient({});
+        // By turns; past MIN_KILLS, only what targets a phase not hit yet.
+        const strategy = kills < MIN_KILLS
+          ? ["random", "mid-body", "after-write", "on-commit"][kills % 4]
+          : landings["KV committed, reply not received"] === 0
+          ? "on-commit"
+          : landings["bytes on disk, KV not committed"] === 0
+          ? "after-write"
+          : "mid-body";
+        strategies[strategy] = (strategies[strategy] ?? 0) + 1;
+        const victim = clients[Math.floor(rng() * clients.length)];
+        const life: Life = {
+          url: live.url,
+          http,
+          killing: false,
+          fast: false,
+          idle: new Set(
+            strategy === "on-commit"
+              ? clients.filter((c) => c !== victim).map((c) => c.name)
+              : [],
+          ),
+          noNewSessions: false,
+        };
+
+        // After a restart, the counters are exactly what the KV held at the kill.
+        for (const c of clients) {
+          if (!c.current) continue;
+          const res = await fetch(`${live.url}/check_status/${c.current.id}/`, {
+            client: http,
+          } as RequestInit);
+          assert.equal(res.status, 200);
+          const st = await res.json();
+          let bytes = 0;
+          for (const e of c.current.committed.values()) bytes += e.size;
+          assert.equal(st.chunks_received, c.current.committed.size);
+          assert.equal(st.bytes_received, bytes);
+          for (const i of c.current.acked) {
+            assert.ok(c.current.committed.has(i), `acked chunk ${i} kept`);
+          }
+          // The start-up sweep left exactly the committed bytes.
+          assert.equal(
+            bytesOnDisk(dataDir, c.current.id),
+            bytes,
+            `uncommitted bytes of ${c.current.id} were swept at the restart`,
+          );
+        }
+
+        // Arm the trigger, then let the clients go.
+        let bodyStarted: (v: [number, number]) => void = () => {};
+        let bodySent: (v: [number, number, number]) => void = () => {};
+        const startedP = new Promise<[number, number]>((r) => bodyStarted = r);
+        const sentP = new Promise<[number, number, number]>((r) =>
+          bodySent = r
+        );
+        victim.onBodyStart = (i, size) => bodyStarted([i, size]);
+        victim.onBodySent = (i, size, before) => bodySent([i, size, before]);
+        const runs = clients.map((c) => runClient(c, life, dataDir));
+        const runsDone = Promise.all(runs);
+        let runError: unknown;
+        runsDone.catch((err) => runError = err);
+
+        const timeout = delay(6000).then(() => "timeout" as const);
+        if (strategy === "random") {
+          await delay(100 + rng() * 1400);
+        } else if (strategy === "mid-body") {
+          const got = await Promise.race([startedP, timeout]);
+          if (got !== "timeout") {
+            const pieces = Math.ceil(got[1] / (128 * 1024));
+            await delay(rng() * pieces * 14);
+          }
+        } else {
+          const got = await Promise.race([sentP, timeout]);
+          if (got !== "timeout" && victim.current) {
+            const [, size, before] = got;
+            const id = victim.current.id;
+            // Wait until all of this request's bytes are on disk.
+            await waitUntil(
+              () => bytesOnDisk(dataDir, id) >= before + size,
+              2000,
+            );
+            if (strategy === "after-write") {
+              if (rng() < 0.5) await delay(rng() * 3);
+            } else {
+              // on-commit: kill as soon as the KV's write-ahead log changes.
+              // The body is all in, so this process may block: a tight
+              // synchronous loop sees the change within microseconds.
+              const wal = join(dataDir, "tapedeck.kv-wal");
+              const base = statOrNull(wal);
+              const until = Date.now() + 2000;
+              while (Date.now() < until) {
+                const now = statOrNull(wal);
+                if (
+                  now?.size !== base?.size ||
+                  now?.mtime?.getTime() !== base?.mtime?.getTime()
+                ) break;
+              }
+              // The first write is not yet the whole commit: land a little later,
+              // somewhere in the commit's frames, its fsync or the reply.
+              const extra = performance.now() + rng() * 3;
+              while (performance.now() < extra) { /* wait */ }
+            }
+          }
+        }
+        if (runError) throw runError;
+        life.killing = true;
+        const status = await server.stop("SIGKILL");
+        assert.equal(status.signal, "SIGKILL");
+        server = undefined;
+        await runsDone;
+        http.close();
+        kills++;
+        victim.onBodyStart = undefined;
+        victim.onBodySent = undefined;
+
+        // Inspect KV and disk while no server runs.
+        const kv = await Deno.openKv(join(dataDir, "tapedeck.kv"));
+        let midRequest = false;
+        try {
+          for (const c of clients) {
+            const p = c.pending;
+            // An idle client's pending request is from an earlier life.
+            const stale = life.idle.has(c.name);
+            if (p && !stale) midRequest = true;
+            if (p && !stale && p.kind !== "chunk") {
+              landings["create or complete unanswered"]++;
+            }
+            const s = c.current;
+            if (!s) continue;
+            const rec = (await kv.get<Recording>(recordingKey(s.id))).value;
+            assert.ok(rec, `session ${s.id} exists`);
+            const entries: ChunkEntry[] = [];
+            for await (
+              const e of kv.list<ChunkEntry>({ prefix: chunkPrefix(s.id) })
+            ) entries.push(e.value);
+            assert.equal(rec.chunksReceived, entries.length);
+            assert.equal(
+              rec.bytesReceived,
+              entries.reduce((n, e) => n + e.size, 0),
+            );
+            const files = chunkFiles(dataDir, s.id);
+            s.committed = new Map();
+            for (const e of entries) {
+              assert.ok(e.index < s.pieces.length, `index ${e.index} in range`);
+              assert.equal(e.size, s.pieces[e.index].length);
+              // Every committed chunk's bytes, read back once where they lie.
+              const where = `${e.file}@${e.offset ?? 0}`;
+              if (s.checked.get(e.index) !== where) {
+                assert.equal(
+                  sha256(await readChunk(dataDir, s.id, e)),
+                  s.shas[e.index],
+                  `committed chunk ${e.index} of ${s.id} holds exactly its bytes`,
+                );
+                s.checked.set(e.index, where);
+              }
+              assert.ok(
+                s.acked.has(e.index) ||
+                  (p?.kind === "chunk" && p.index === e.index),
+                `chunk ${e.index} of ${s.id} is committed but was never sent as a whole`,
+              );
+              assert.ok(
+                (files.get(e.file) ?? -1) >= (e.offset ?? 0) + e.size,
+                `the bytes of committed chunk ${e.index} are on disk`,
+              );
+              s.committed.set(e.index, e);
+            }
+            for (const i of s.acked) {
+              assert.ok(
+                s.committed.has(i),
+                `chunk ${i} of ${s.id} got a 200 but is not in KV`,
+              );
+            }
+            // What no committed chunk covers: nothing, or (part of) the one
+            // chunk that was in flight, from its start.
+            const loose = await uncommittedBytes(dataDir, s.id, entries);
+            const inFlight = p?.kind === "chunk" && !stale
+              ? s.pieces[p.index!]
+              : new Uint8Array(0);
+            assert.ok(
+              loose.length <= inFlight.length,
+              `${loose.length} uncommitted bytes in ${s.id}, in flight: ${inFlight.length}`,
+            );
+            assert.deepEqual(
+              loose,
+              inFlight.subarray(0, loose.length),
+              "uncommitted bytes are the start of the chunk in flight",
+            );
+            uncommittedSeen += loose.length;
+            if (p?.kind !== "chunk" || stale) continue;
+            if (s.committed.has(p.index!)) {
+              landings["KV committed, reply not received"]++;
+              p.expectDuplicate = true;
+              const bytes = await readChunk(
+                dataDir,
+                s.id,
+                s.committed.get(p.index!)!,
+              );
+              assert.equal(sha256(bytes), s.shas[p.index!]);
+            } else {
+              p.expectDuplicate = false;
+              landings[
+                loose.length === 0
+                  ? "mid-body, no byte on disk"
+                  : loose.length < inFlight.length
+                  ? "mid-body, part on disk"
+                  : "bytes on disk, KV not committed"
+              ]++;
+            }
+          }
+        } finally {
+          kv.close();
+        }
+        if (midRequest) killsMidRequest++;
+      }
+
+      // Last life: the worker runs; every client finishes its session.
+      const lastServer = await spawnServer(dataDir, {
+        CREATE_RATE_PER_MINUTE: "0",
       });
-    }
-    const env = { RUN_WORKER: "false", CREATE_RATE_PER_MINUTE: "0" };
-
-    const landings: Record<Landing, number> = {
-      "mid-body, no byte on disk": 0,
-      "mid-body, part on disk": 0,
-      "bytes on disk, KV not committed": 0,
-      "KV committed, reply not received": 0,
-      "create or complete unanswered": 0,
-    };
-    const strategies: Record<string, number> = {};
-    let kills = 0;
-    let killsMidRequest = 0;
-    let uncommittedSeen = 0;
-
-    const covered = () =>
-      landings["mid-body, part on disk"] +
-            landings["mid-body, no byte on disk"] >
-        0 &&
-      landings["bytes on disk, KV not committed"] > 0 &&
-      landings["KV committed, reply not received"] > 0;
-
-    while (
-      kills < MIN_KILLS ||
-      (!covered() && kills < MAX_KILLS &&
-        Date.now() - started < KILL_LOOP_BUDGET_MS)
-    ) {
-      const live = await spawnServer(dataDir, env);
-      server = live;
+      server = lastServer;
+      const url = lastServer.url;
       const http = Deno.createHttpClient({});
-      // By turns; past MIN_KILLS, only what targets a phase not hit yet.
-      const strategy = kills < MIN_KILLS
-        ? ["random", "mid-body", "after-write", "on-commit"][kills % 4]
-        : landings["KV committed, reply not received"] === 0
-        ? "on-commit"
-        : landings["bytes on disk, KV not committed"] === 0
-        ? "after-write"
-        : "mid-body";
-      strategies[strategy] = (strategies[strategy] ?? 0) + 1;
-      const victim = clients[Math.floor(rng() * clients.length)];
-      const life: Life = {
-        url: live.url,
+      const last: Life = {
+        url,
         http,
         killing: false,
-        fast: false,
-        idle: new Set(
-          strategy === "on-commit"
-            ? clients.filter((c) => c !== victim).map((c) => c.name)
-            : [],
-        ),
-        noNewSessions: false,
+        fast: true,
+        idle: new Set(),
+        noNewSessions: true,
       };
-
-      // After a restart, the counters are exactly what the KV held at the kill.
-      for (const c of clients) {
-        if (!c.current) continue;
-        const res = await fetch(`${live.url}/check_status/${c.current.id}/`, {
-          client: http,
-        } as RequestInit);
-        assert.equal(res.status, 200);
-        const st = await res.json();
-        let bytes = 0;
-        for (const e of c.current.committed.values()) bytes += e.size;
-        assert.equal(st.chunks_received, c.current.committed.size);
-        assert.equal(st.bytes_received, bytes);
-        for (const i of c.current.acked) {
-          assert.ok(c.current.committed.has(i), `acked chunk ${i} kept`);
-        }
-        // The start-up sweep left exactly the committed bytes.
-        assert.equal(
-          bytesOnDisk(dataDir, c.current.id),
-          bytes,
-          `uncommitted bytes of ${c.current.id} were swept at the restart`,
-        );
-      }
-
-      // Arm the trigger, then let the clients go.
-      let bodyStarted: (v: [number, number]) => void = () => {};
-      let bodySent: (v: [number, number, number]) => void = () => {};
-      const startedP = new Promise<[number, number]>((r) => bodyStarted = r);
-      const sentP = new Promise<[number, number, number]>((r) => bodySent = r);
-      victim.onBodyStart = (i, size) => bodyStarted([i, size]);
-      victim.onBodySent = (i, size, before) => bodySent([i, size, before]);
-      const runs = clients.map((c) => runClient(c, life, dataDir));
-      const runsDone = Promise.all(runs);
-      let runError: unknown;
-      runsDone.catch((err) => runError = err);
-
-      const timeout = delay(6000).then(() => "timeout" as const);
-      if (strategy === "random") {
-        await delay(100 + rng() * 1400);
-      } else if (strategy === "mid-body") {
-        const got = await Promise.race([startedP, timeout]);
-        if (got !== "timeout") {
-          const pieces = Math.ceil(got[1] / (128 * 1024));
-          await delay(rng() * pieces * 14);
-        }
-      } else {
-        const got = await Promise.race([sentP, timeout]);
-        if (got !== "timeout" && victim.current) {
-          const [, size, before] = got;
-          const id = victim.current.id;
-          // Wait until all of this request's bytes are on disk.
-          await waitUntil(
-            () => bytesOnDisk(dataDir, id) >= before + size,
-            2000,
-          );
-          if (strategy === "after-write") {
-            if (rng() < 0.5) await delay(rng() * 3);
-          } else {
-            // on-commit: kill as soon as the KV's write-ahead log changes.
-            // The body is all in, so this process may block: a tight
-            // synchronous loop sees the change within microseconds.
-            const wal = join(dataDir, "tapedeck.kv-wal");
-            const base = statOrNull(wal);
-            const until = Date.now() + 2000;
-            while (Date.now() < until) {
-              const now = statOrNull(wal);
-              if (
-                now?.size !== base?.size ||
-                now?.mtime?.getTime() !== base?.mtime?.getTime()
-              ) break;
-            }
-            // The first write is not yet the whole commit: land a little later,
-            // somewhere in the commit's frames, its fsync or the reply.
-            const extra = performance.now() + rng() * 3;
-            while (performance.now() < extra) { /* wait */ }
-          }
-        }
-      }
-      if (runError) throw runError;
-      life.killing = true;
-      const status = await server.stop("SIGKILL");
-      assert.equal(status.signal, "SIGKILL");
-      server = undefined;
-      await runsDone;
+      await Promise.all(clients.map((c) => runClient(c, last, dataDir)));
       http.close();
-      kills++;
-      victim.onBodyStart = undefined;
-      victim.onBodySent = undefined;
+      const sessions = clients.flatMap((c) => c.sessions.map((s) => ({ c, s })))
+        .filter(({ s }) => s.completeAcked);
+      const sourceHashes = new Map<Client, string[]>();
+      for (const c of clients) {
+        sourceHashes.set(c, await videoPacketHashes(c.sourcePath));
+      }
+      let bytesAcked = 0;
+      for (const { c, s } of sessions) {
+        const st = await waitForStatus(
+          url,
+          s.id,
+          ["complete", "failed"],
+          120_000,
+        );
+        assert.equal(st.status, "complete", JSON.stringify(st));
+        assert.equal(st.bytes_received, c.source.length);
+        assert.equal(st.chunks_received, s.pieces.length);
+        const list = await (await fetch(`${url}/video/${s.id}/`)).json();
+        assert.deepEqual(list.completed_videos, [`${s.id}.mp4`, `${s.id}.mkv`]);
+        const res = await fetch(`${url}/media/${s.id}/${s.id}.mkv`);
+        assert.equal(res.status, 200);
+        const out = join(srcDir, `${s.id}.mkv`);
+        await Deno.writeFile(out, new Uint8Array(await res.arrayBuffer()));
+        assert.deepEqual(
+          await videoPacketHashes(out),
+          sourceHashes.get(c),
+          `session ${s.id}: the finished video holds the source's packets`,
+        );
+        await Deno.remove(out);
+        for (const i of s.acked) bytesAcked += s.pieces[i].length;
+      }
+      const term = await server.stop("SIGTERM");
+      server = undefined;
+      assert.equal(term.code, 0);
 
-      // Inspect KV and disk while no server runs.
+      // Byte-compare every session through the real KV and storage layout.
       const kv = await Deno.openKv(join(dataDir, "tapedeck.kv"));
-      let midRequest = false;
+      let bytesFound = 0;
       try {
-        for (const c of clients) {
-          const p = c.pending;
-          // An idle client's pending request is from an earlier life.
-          const stale = life.idle.has(c.name);
-          if (p && !stale) midRequest = true;
-          if (p && !stale && p.kind !== "chunk") {
-            landings["create or complete unanswered"]++;
-          }
-          const s = c.current;
-          if (!s) continue;
-          const rec = (await kv.get<Recording>(recordingKey(s.id))).value;
-          assert.ok(rec, `session ${s.id} exists`);
-          const entries: ChunkEntry[] = [];
+        for (const { c, s } of sessions) {
+          const hash = createHash("sha256");
+          let expectIndex = 0;
           for await (
             const e of kv.list<ChunkEntry>({ prefix: chunkPrefix(s.id) })
-          ) entries.push(e.value);
-          assert.equal(rec.chunksReceived, entries.length);
+          ) {
+            assert.equal(e.value.index, expectIndex++);
+            const bytes = await readChunk(dataDir, s.id, e.value);
+            assert.equal(bytes.length, e.value.size);
+            hash.update(bytes);
+            if (s.acked.has(e.value.index)) bytesFound += bytes.length;
+          }
+          assert.equal(expectIndex, s.pieces.length);
           assert.equal(
-            rec.bytesReceived,
-            entries.reduce((n, e) => n + e.size, 0),
+            hash.digest("hex"),
+            c.sourceSha,
+            `session ${s.id}: assembled SHA-256 equals the source`,
           );
-          const files = chunkFiles(dataDir, s.id);
-          s.committed = new Map();
-          for (const e of entries) {
-            assert.ok(e.index < s.pieces.length, `index ${e.index} in range`);
-            assert.equal(e.size, s.pieces[e.index].length);
-            // Every committed chunk's bytes, read back once where they lie.
-            const where = `${e.file}@${e.offset ?? 0}`;
-            if (s.checked.get(e.index) !== where) {
-              assert.equal(
-                sha256(await readChunk(dataDir, s.id, e)),
-                s.shas[e.index],
-                `committed chunk ${e.index} of ${s.id} holds exactly its bytes`,
-              );
-              s.checked.set(e.index, where);
-            }
-            assert.ok(
-              s.acked.has(e.index) ||
-                (p?.kind === "chunk" && p.index === e.index),
-              `chunk ${e.index} of ${s.id} is committed but was never sent as a whole`,
-            );
-            assert.ok(
-              (files.get(e.file) ?? -1) >= (e.offset ?? 0) + e.size,
-              `the bytes of committed chunk ${e.index} are on disk`,
-            );
-            s.committed.set(e.index, e);
-          }
-          for (const i of s.acked) {
-            assert.ok(
-              s.committed.has(i),
-              `chunk ${i} of ${s.id} got a 200 but is not in KV`,
-            );
-          }
-          // What no committed chunk covers: nothing, or (part of) the one
-          // chunk that was in flight, from its start.
-          const loose = await uncommittedBytes(dataDir, s.id, entries);
-          const inFlight = p?.kind === "chunk" && !stale
-            ? s.pieces[p.index!]
-            : new Uint8Array(0);
-          assert.ok(
-            loose.length <= inFlight.length,
-            `${loose.length} uncommitted bytes in ${s.id}, in flight: ${inFlight.length}`,
-          );
-          assert.deepEqual(
-            loose,
-            inFlight.subarray(0, loose.length),
-            "uncommitted bytes are the start of the chunk in flight",
-          );
-          uncommittedSeen += loose.length;
-          if (p?.kind !== "chunk" || stale) continue;
-          if (s.committed.has(p.index!)) {
-            landings["KV committed, reply not received"]++;
-            p.expectDuplicate = true;
-            const bytes = await readChunk(
-              dataDir,
-              s.id,
-              s.committed.get(p.index!)!,
-            );
-            assert.equal(sha256(bytes), s.shas[p.index!]);
-          } else {
-            p.expectDuplicate = false;
-            landings[
-              loose.length === 0
-                ? "mid-body, no byte on disk"
-                : loose.length < inFlight.length
-                ? "mid-body, part on disk"
-                : "bytes on disk, KV not committed"
-            ]++;
-          }
         }
       } finally {
         kv.close();
       }
-      if (midRequest) killsMidRequest++;
-    }
-
-    // Last life: the worker runs; every client finishes its session.
-    const lastServer = await spawnServer(dataDir, {
-      CREATE_RATE_PER_MINUTE: "0",
-    });
-    server = lastServer;
-    const url = lastServer.url;
-    const http = Deno.createHttpClient({});
-    const last: Life = {
-      url,
-      http,
-      killing: false,
-      fast: true,
-      idle: new Set(),
-      noNewSessions: true,
-    };
-    await Promise.all(clients.map((c) => runClient(c, last, dataDir)));
-    http.close();
-    const sessions = clients.flatMap((c) => c.sessions.map((s) => ({ c, s })))
-      .filter(({ s }) => s.completeAcked);
-    const sourceHashes = new Map<Client, string[]>();
-    for (const c of clients) {
-      sourceHashes.set(c, await videoPacketHashes(c.sourcePath));
-    }
-    let bytesAcked = 0;
-    for (const { c, s } of sessions) {
-      const st = await waitForStatus(
-        url,
-        s.id,
-        ["complete", "failed"],
-        120_000,
+      const bytesLost = bytesAcked - bytesFound;
+      console.log(
+        `kill-upload figures: ${kills} kill -9 points (${
+          JSON.stringify(strategies)
+        }), ${killsMidRequest} landed while a request was unanswered; ` +
+          `unanswered requests by where the kill landed: ${
+            JSON.stringify(landings)
+          }; ${
+            (uncommittedSeen / MIB).toFixed(0)
+          } MiB of uncommitted chunk bytes found after kills, all swept at restart; ` +
+          `${sessions.length} recordings (${
+            (bytesAcked / MIB).toFixed(0)
+          } MiB acknowledged) byte-exact; bytes lost: ${bytesLost}; ${
+            ((Date.now() - started) / 1000).toFixed(0)
+          } s`,
       );
-      assert.equal(st.status, "complete", JSON.stringify(st));
-      assert.equal(st.bytes_received, c.source.length);
-      assert.equal(st.chunks_received, s.pieces.length);
-      const list = await (await fetch(`${url}/video/${s.id}/`)).json();
-      assert.deepEqual(list.completed_videos, [`${s.id}.mp4`, `${s.id}.mkv`]);
-      const res = await fetch(`${url}/media/${s.id}/${s.id}.mkv`);
-      assert.equal(res.status, 200);
-      const out = join(srcDir, `${s.id}.mkv`);
-      await Deno.writeFile(out, new Uint8Array(await res.arrayBuffer()));
-      assert.deepEqual(
-        await videoPacketHashes(out),
-        sourceHashes.get(c),
-        `session ${s.id}: the finished video holds the source's packets`,
+      assert.equal(bytesLost, 0);
+      assert.ok(kills >= MIN_KILLS, `${kills} kills`);
+      assert.ok(
+        killsMidRequest >= MIN_KILLS / 2,
+        `${killsMidRequest} mid-request`,
       );
-      await Deno.remove(out);
-      for (const i of s.acked) bytesAcked += s.pieces[i].length;
-    }
-    const term = await server.stop("SIGTERM");
-    server = undefined;
-    assert.equal(term.code, 0);
-
-    // Byte-compare every session through the real KV and storage layout.
-    const kv = await Deno.openKv(join(dataDir, "tapedeck.kv"));
-    let bytesFound = 0;
-    try {
-      for (const { c, s } of sessions) {
-        const hash = createHash("sha256");
-        let expectIndex = 0;
-        for await (
-          const e of kv.list<ChunkEntry>({ prefix: chunkPrefix(s.id) })
-        ) {
-          assert.equal(e.value.index, expectIndex++);
-          const bytes = await readChunk(dataDir, s.id, e.value);
-          assert.equal(bytes.length, e.value.size);
-          hash.update(bytes);
-          if (s.acked.has(e.value.index)) bytesFound += bytes.length;
-        }
-        assert.equal(expectIndex, s.pieces.length);
-        assert.equal(
-          hash.digest("hex"),
-          c.sourceSha,
-          `session ${s.id}: assembled SHA-256 equals the source`,
-        );
-      }
+      assert.ok(
+        landings["mid-body, part on disk"] +
+            landings["mid-body, no byte on disk"] >
+          0,
+        "a kill landed mid-body",
+      );
+      assert.ok(
+        landings["bytes on disk, KV not committed"] > 0,
+        "a kill landed between the disk write and the KV commit",
+      );
+      assert.ok(
+        landings["KV committed, reply not received"] > 0,
+        "a kill landed between the KV commit and the reply",
+      );
     } finally {
-      kv.close();
+      await server?.stop("SIGKILL");
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+      await Deno.remove(srcDir, { recursive: true }).catch(() => {});
     }
-    const bytesLost = bytesAcked - bytesFound;
-    console.log(
-      `kill-upload figures: ${kills} kill -9 points (${
-        JSON.stringify(strategies)
-      }), ${killsMidRequest} landed while a request was unanswered; ` +
-        `unanswered requests by where the kill landed: ${
-          JSON.stringify(landings)
-        }; ${
-          (uncommittedSeen / MIB).toFixed(0)
-        } MiB of uncommitted chunk bytes found after kills, all swept at restart; ` +
-        `${sessions.length} recordings (${
-          (bytesAcked / MIB).toFixed(0)
-        } MiB acknowledged) byte-exact; bytes lost: ${bytesLost}; ${
-          ((Date.now() - started) / 1000).toFixed(0)
-        } s`,
-    );
-    assert.equal(bytesLost, 0);
-    assert.ok(kills >= MIN_KILLS, `${kills} kills`);
-    assert.ok(
-      killsMidRequest >= MIN_KILLS / 2,
-      `${killsMidRequest} mid-request`,
-    );
-    assert.ok(
-      landings["mid-body, part on disk"] +
-          landings["mid-body, no byte on disk"] >
-        0,
-      "a kill landed mid-body",
-    );
-    assert.ok(
-      landings["bytes on disk, KV not committed"] > 0,
-      "a kill landed between the disk write and the KV commit",
-    );
-    assert.ok(
-      landings["KV committed, reply not received"] > 0,
-      "a kill landed between the KV commit and the reply",
-    );
-  } finally {
-    await server?.stop("SIGKILL");
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
-    await Deno.remove(srcDir, { recursive: true }).catch(() => {});
-  }
+  },
 });
 
 Deno.test("kill-upload: a last_chunk request retried after its reply was lost (server killed) is answered 200 duplicate, not 409", async () => {

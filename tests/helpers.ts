@@ -33,6 +33,7 @@ export async function startTestServer(
     DATA_DIR: dataDir,
     MIN_FREE_BYTES: "0",
     JOB_BACKOFF_MS: "100",
+    LOG_LEVEL: "error",
     ...env,
   });
   const service = await startService(config);
@@ -125,21 +126,73 @@ export async function spawnServer(
   };
 }
 
-/** Fails in CI, or returns false with a visible notice, when ffmpeg is missing. */
-export async function haveFfmpeg(): Promise<boolean> {
+/** The Debian Chromium binary (the /usr/bin wrapper prints a shell error). */
+export const CHROMIUM_PATH = "/usr/lib/chromium/chromium";
+
+/** Whether `name -version` runs. */
+async function commandRuns(name: string): Promise<boolean> {
   try {
-    const out = await new Deno.Command("ffmpeg", {
+    const out = await new Deno.Command(name, {
       args: ["-version"],
       stdout: "null",
       stderr: "null",
     }).output();
-    if (out.success) return true;
+    return out.success;
   } catch {
-    // not installed
+    return false; // not installed
   }
+}
+
+/** Fails in CI, or returns false with a visible notice, when ffmpeg is missing. */
+export async function haveFfmpeg(): Promise<boolean> {
+  if (await commandRuns("ffmpeg")) return true;
   if (IN_CI) throw new Error("ffmpeg is required in CI but was not found");
   console.warn("SKIPPED: ffmpeg is not installed");
   return false;
+}
+
+/** A program some tests need: ffmpeg (with ffprobe), or {@link CHROMIUM_PATH}. */
+export type TestTool = "ffmpeg" | "chromium";
+
+const checked = new Map<TestTool, Promise<boolean>>();
+
+async function findTool(tool: TestTool): Promise<boolean> {
+  if (tool === "ffmpeg") {
+    return await commandRuns("ffmpeg") && await commandRuns("ffprobe");
+  }
+  try {
+    await Deno.stat(CHROMIUM_PATH);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function checkTool(tool: TestTool): Promise<boolean> {
+  if (await findTool(tool)) return false;
+  const what = tool === "ffmpeg" ? "ffmpeg or ffprobe" : CHROMIUM_PATH;
+  if (IN_CI) throw new Error(`${what} is required in CI but was not found`);
+  console.warn(
+    `IGNORED: ${what} is not installed, so the tests that need it are ignored`,
+  );
+  return true;
+}
+
+/**
+ * Whether the tests that need `tool` cannot run here, for
+ * `Deno.test({ ignore })`: computed once at the top of a test module
+ * (`const ffmpegMissing = await missingTool("ffmpeg")`). False when the
+ * tool is installed; true with a notice when it is missing, so the summary
+ * reports those tests as ignored; in CI (`CI=true`) a missing tool throws
+ * instead, so the module, and the run, fail.
+ */
+export function missingTool(tool: TestTool): Promise<boolean> {
+  let found = checked.get(tool);
+  if (!found) {
+    found = checkTool(tool);
+    checked.set(tool, found);
+  }
+  return found;
 }
 
 /** Codec pairs a test recording can be made with. */

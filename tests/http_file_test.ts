@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import {
   contentTypeFor,
   fileResponse,
-  openLocalRange,
   type OpenRange,
   type StoredFileInfo,
 } from "../lib/http/http_file.ts";
+import { openLocalRange } from "../lib/storage/local_file.ts";
 
 const SIZE = 300_007;
 const URL_BASE = "http://tapedeck.test/files/clip.mp4";

@@ -89,8 +89,17 @@ Deno.test("grouped commits: writes with the same lock never share a commit", asy
 
 Deno.test("ingest: two instances on one KV append to one recording in turn, and a stale remembered record never gives a wrong answer", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "tapedeck-two-" });
-  const a = await startTestServer({ DATA_DIR: dataDir });
-  const b = await startTestServer({ DATA_DIR: dataDir, RUN_WORKER: "false" });
+  // No grace: a chunk after complete_job is refused at once (the grace
+  // itself is tested in stop_race_test.ts).
+  const a = await startTestServer({
+    DATA_DIR: dataDir,
+    COMPLETE_GRACE_MS: "0",
+  });
+  const b = await startTestServer({
+    DATA_DIR: dataDir,
+    RUN_WORKER: "false",
+    COMPLETE_GRACE_MS: "0",
+  });
   try {
     const id = await createSession(a.url);
     const sizes = [4000, 3000, 5000, 2000, 1000];

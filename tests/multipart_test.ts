@@ -11,24 +11,13 @@ import {
   type MultipartFilePart,
   parseMultipart,
 } from "../lib/http/multipart.ts";
+import { seededRandom } from "./support/random.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
 const enc = new TextEncoder();
 
 // ---------------------------------------------------------------- helpers
-
-/** Small seeded PRNG (mulberry32) so a failing chunking can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBytes(n: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);
@@ -61,7 +50,7 @@ function trickyData(
   extra: string[] = [],
   seed = 1,
 ): Uint8Array<ArrayBuffer> {
-  const rand = prng(seed);
+  const rand = seededRandom(seed);
   const data = randomBytes(size);
   const patterns = [
     "\r",
@@ -276,7 +265,7 @@ Deno.test("parseMultipart: 1 MiB FormData file is byte-exact at every chunking",
   );
   fd.append("last_chunk", "true");
 
-  const rand = prng(42);
+  const rand = seededRandom(42);
   const chunkings: [string, () => number][] = [
     ["1 byte", () => 1],
     ["7 bytes", () => 7],

@@ -2,14 +2,16 @@ import assert from "node:assert/strict";
 import { buildAssets } from "../tools/build_assets.ts";
 import {
   createSession,
-  haveFfmpeg,
   makeRecording,
+  missingTool,
   sendChunk,
   splitBytes,
   startTestServer,
   type TestServer,
   waitForStatus,
 } from "./helpers.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 async function getPage(
   url: string,
@@ -140,67 +142,71 @@ Deno.test("pages: the dashboard of an empty service says so and links to the rec
   }
 });
 
-Deno.test("pages: a recording's page shows counters while recording and, once complete, a player, files and media facts", async () => {
-  if (!(await haveFfmpeg())) return;
-  const server = await startTestServer();
-  try {
-    const live = await createSession(server.url);
-    const dir = await Deno.makeTempDir({ prefix: "tapedeck-pages-" });
-    const bytes = await makeRecording(`${dir}/in.webm`, { seconds: 1 });
-    await Deno.remove(dir, { recursive: true });
-    const res = await sendChunk(server.url, live, bytes, 0);
-    await res.body?.cancel();
-    const recording = await getPage(`${server.url}/videos/${live}`);
-    assertHtml(recording.res);
-    assertNoInlineCode(recording.html);
-    assert.match(recording.html, /data-island="recording_detail"/);
-    assert.match(
-      recording.html,
-      /<article class="detail" data-id="[^"]+" data-status="recording">/,
-    );
-    assert.match(recording.html, /<dd data-field="chunks">1<\/dd>/);
-    assert.match(recording.html, /id="recording-notice"/);
-    assert.doesNotMatch(recording.html, /<video/);
+Deno.test({
+  name:
+    "pages: a recording's page shows counters while recording and, once complete, a player, files and media facts",
+  ignore: ffmpegMissing,
+  async fn() {
+    const server = await startTestServer();
+    try {
+      const live = await createSession(server.url);
+      const dir = await Deno.makeTempDir({ prefix: "tapedeck-pages-" });
+      const bytes = await makeRecording(`${dir}/in.webm`, { seconds: 1 });
+      await Deno.remove(dir, { recursive: true });
+      const res = await sendChunk(server.url, live, bytes, 0);
+      await res.body?.cancel();
+      const recording = await getPage(`${server.url}/videos/${live}`);
+      assertHtml(recording.res);
+      assertNoInlineCode(recording.html);
+      assert.match(recording.html, /data-island="recording_detail"/);
+      assert.match(
+        recording.html,
+        /<article class="detail" data-id="[^"]+" data-status="recording">/,
+      );
+      assert.match(recording.html, /<dd data-field="chunks">1<\/dd>/);
+      assert.match(recording.html, /id="recording-notice"/);
+      assert.doesNotMatch(recording.html, /<video/);
 
-    const id = await completedRecording(server);
-    const done = await getPage(`${server.url}/videos/${id}/`);
-    assertHtml(done.res);
-    const video = done.html.match(/<video [^>]*>([\s\S]*?)<\/video>/);
-    assert.ok(video, "a complete recording has a player");
-    assert.match(video[0], new RegExp(`poster="/media/${id}/${id}\\.jpg"`));
-    const sources = [
-      ...video[1].matchAll(/<source src="([^"]+)" type="([^"]+)"/g),
-    ]
-      .map((m) => [m[1], m[2]]);
-    assert.deepEqual(sources, [
-      [`/media/${id}/${id}.mp4`, "video/mp4"],
-      [`/media/${id}/${id}.webm`, "video/webm"],
-    ]);
-    const downloads = [
-      ...done.html.matchAll(/<a href="([^"]+)" download="[^"]+">/g),
-    ]
-      .map((m) => m[1]);
-    assert.deepEqual(downloads.sort(), [
-      `/media/${id}/${id}.jpg`,
-      `/media/${id}/${id}.mp4`,
-      `/media/${id}/${id}.webm`,
-    ]);
-    for (const href of downloads) {
-      const file = await fetch(`${server.url}${href}`, { method: "HEAD" });
-      assert.equal(file.status, 200, href);
+      const id = await completedRecording(server);
+      const done = await getPage(`${server.url}/videos/${id}/`);
+      assertHtml(done.res);
+      const video = done.html.match(/<video [^>]*>([\s\S]*?)<\/video>/);
+      assert.ok(video, "a complete recording has a player");
+      assert.match(video[0], new RegExp(`poster="/media/${id}/${id}\\.jpg"`));
+      const sources = [
+        ...video[1].matchAll(/<source src="([^"]+)" type="([^"]+)"/g),
+      ]
+        .map((m) => [m[1], m[2]]);
+      assert.deepEqual(sources, [
+        [`/media/${id}/${id}.mp4`, "video/mp4"],
+        [`/media/${id}/${id}.webm`, "video/webm"],
+      ]);
+      const downloads = [
+        ...done.html.matchAll(/<a href="([^"]+)" download="[^"]+">/g),
+      ]
+        .map((m) => m[1]);
+      assert.deepEqual(downloads.sort(), [
+        `/media/${id}/${id}.jpg`,
+        `/media/${id}/${id}.mp4`,
+        `/media/${id}/${id}.webm`,
+      ]);
+      for (const href of downloads) {
+        const file = await fetch(`${server.url}${href}`, { method: "HEAD" });
+        assert.equal(file.status, 200, href);
+      }
+      const facts = done.html.match(
+        /<dl class="facts" id="media-facts">([\s\S]*?)<\/dl>/,
+      );
+      assert.ok(facts);
+      assert.match(facts[1], /<dt>Duration<\/dt><dd>3\.0 s<\/dd>/);
+      assert.match(facts[1], /<dt>Resolution<\/dt><dd>320 × 240<\/dd>/);
+      assert.match(facts[1], /<dt>Video codec<\/dt><dd>vp9<\/dd>/);
+      assert.match(facts[1], /<dt>Audio codec<\/dt><dd>opus/);
+      assert.match(facts[1], /<dt>Size<\/dt><dd>[\d.]+ KB in 3 files<\/dd>/);
+    } finally {
+      await server.close();
     }
-    const facts = done.html.match(
-      /<dl class="facts" id="media-facts">([\s\S]*?)<\/dl>/,
-    );
-    assert.ok(facts);
-    assert.match(facts[1], /<dt>Duration<\/dt><dd>3\.0 s<\/dd>/);
-    assert.match(facts[1], /<dt>Resolution<\/dt><dd>320 × 240<\/dd>/);
-    assert.match(facts[1], /<dt>Video codec<\/dt><dd>vp9<\/dd>/);
-    assert.match(facts[1], /<dt>Audio codec<\/dt><dd>opus/);
-    assert.match(facts[1], /<dt>Size<\/dt><dd>[\d.]+ KB in 3 files<\/dd>/);
-  } finally {
-    await server.close();
-  }
+  },
 });
 
 Deno.test("pages: a recording's page is an HTML 404 for malformed and unknown ids", async () => {
@@ -243,41 +249,44 @@ Deno.test("pages: the recorder offers camera, screen and this tab, with the micr
   }
 });
 
-Deno.test("pages: island props cannot break out of their JSON script element", async () => {
-  if (!(await haveFfmpeg())) return;
-  const server = await startTestServer();
-  try {
-    const dir = await Deno.makeTempDir({ prefix: "tapedeck-pages-" });
-    const bytes = await makeRecording(`${dir}/in.webm`, { seconds: 1 });
-    await Deno.remove(dir, { recursive: true });
-    const id = await createSession(server.url);
-    const res = await fetch(`${server.url}/add_data/${id}/`, {
-      method: "POST",
-      body: bytes,
-      headers: {
-        "content-type": "video/webm;x=</script><script>alert(1)</script>",
-      },
-    });
-    assert.equal(res.status, 200);
-    await res.body?.cancel();
-    for (const path of [`/videos/${id}`, "/"]) {
-      const page = await getPage(`${server.url}${path}`);
-      assertHtml(page.res);
-      assert.doesNotMatch(page.html, /<script>alert/);
-      assertNoInlineCode(page.html);
+Deno.test({
+  name: "pages: island props cannot break out of their JSON script element",
+  ignore: ffmpegMissing,
+  async fn() {
+    const server = await startTestServer();
+    try {
+      const dir = await Deno.makeTempDir({ prefix: "tapedeck-pages-" });
+      const bytes = await makeRecording(`${dir}/in.webm`, { seconds: 1 });
+      await Deno.remove(dir, { recursive: true });
+      const id = await createSession(server.url);
+      const res = await fetch(`${server.url}/add_data/${id}/`, {
+        method: "POST",
+        body: bytes,
+        headers: {
+          "content-type": "video/webm;x=</script><script>alert(1)</script>",
+        },
+      });
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+      for (const path of [`/videos/${id}`, "/"]) {
+        const page = await getPage(`${server.url}${path}`);
+        assertHtml(page.res);
+        assert.doesNotMatch(page.html, /<script>alert/);
+        assertNoInlineCode(page.html);
+      }
+      const detail = await getPage(`${server.url}/videos/${id}`);
+      const json = detail.html.match(
+        /<script type="application\/json" id="island-props-recording_detail">([\s\S]*?)<\/script>/,
+      );
+      assert.ok(json);
+      assert.equal(
+        JSON.parse(json[1]).recording.mimeType,
+        "video/webm;x=</script><script>alert(1)</script>",
+      );
+    } finally {
+      await server.close();
     }
-    const detail = await getPage(`${server.url}/videos/${id}`);
-    const json = detail.html.match(
-      /<script type="application\/json" id="island-props-recording_detail">([\s\S]*?)<\/script>/,
-    );
-    assert.ok(json);
-    assert.equal(
-      JSON.parse(json[1]).recording.mimeType,
-      "video/webm;x=</script><script>alert(1)</script>",
-    );
-  } finally {
-    await server.close();
-  }
+  },
 });
 
 Deno.test("pages: with API keys set, the dashboard, recorder and live list need a key; static files do not", async () => {

@@ -26,8 +26,8 @@ import {
 import { bootId, runSweep } from "../lib/recordings/maintenance.ts";
 import {
   createSession,
-  haveFfmpeg,
   makeRecording,
+  missingTool,
   probeFile,
   sendChunk,
   splitBytes,
@@ -36,6 +36,8 @@ import {
   videoPacketHashes,
   waitForStatus,
 } from "./helpers.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -142,194 +144,208 @@ async function status(
   return await res.json();
 }
 
-Deno.test("processing sync: after complete the unflushed entry is gone and the files are whole, read in place (never past the last chunk) or from stdin", async () => {
-  if (!await haveFfmpeg()) return;
-  const tmp = await Deno.makeTempDir({ prefix: "tapedeck-sync-" });
-  const server = await startTestServer();
-  try {
-    const sourcePath = join(tmp, "source.webm");
-    const source = await makeRecording(sourcePath, { seconds: 3 });
-    const pieces = splitBytes(source, [40_000, 9_000, 25_000]);
-    const inOrder = pieces.map((_, i) => i);
-    const ctx = server.service.ctx;
+Deno.test({
+  name:
+    "processing sync: after complete the unflushed entry is gone and the files are whole, read in place (never past the last chunk) or from stdin",
+  ignore: ffmpegMissing,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "tapedeck-sync-" });
+    const server = await startTestServer();
+    try {
+      const sourcePath = join(tmp, "source.webm");
+      const source = await makeRecording(sourcePath, { seconds: 3 });
+      const pieces = splitBytes(source, [40_000, 9_000, 25_000]);
+      const inOrder = pieces.map((_, i) => i);
+      const ctx = server.service.ctx;
 
-    // In order, one at a time: the chunks lie in one data file from 0.
-    const direct = await upload(server, pieces, inOrder);
-    const place = await ctx.storage.localPathOf(
-      direct,
-      await chunksOf(server, direct),
-    );
-    assert.ok(place, "read in place");
-    assert.equal(place.end, source.length);
-    // Dead bytes past the last chunk (a crash mid-append leaves them until
-    // the next start-up): ffmpeg must never read them.
-    await Deno.writeFile(place.path, new Uint8Array(70_000).fill(0x1f), {
-      append: true,
-    });
-    await complete(server, direct);
-    const st = await waitForStatus(server.url, direct);
-    assert.equal(st.status, "complete", JSON.stringify(st));
-    assert.ok(Math.abs(Number(st.duration_s) - 3) < 0.15);
-    await waitNoEntry(server, direct);
-    await assertWhole(server, direct, sourcePath, tmp);
+      // In order, one at a time: the chunks lie in one data file from 0.
+      const direct = await upload(server, pieces, inOrder);
+      const place = await ctx.storage.localPathOf(
+        direct,
+        await chunksOf(server, direct),
+      );
+      assert.ok(place, "read in place");
+      assert.equal(place.end, source.length);
+      // Dead bytes past the last chunk (a crash mid-append leaves them until
+      // the next start-up): ffmpeg must never read them.
+      await Deno.writeFile(place.path, new Uint8Array(70_000).fill(0x1f), {
+        append: true,
+      });
+      await complete(server, direct);
+      const st = await waitForStatus(server.url, direct);
+      assert.equal(st.status, "complete", JSON.stringify(st));
+      assert.ok(Math.abs(Number(st.duration_s) - 3) < 0.15);
+      await waitNoEntry(server, direct);
+      await assertWhole(server, direct, sourcePath, tmp);
 
-    // Out of order: the stdin route, same result.
-    const swapped = [1, 0, ...inOrder.slice(2)];
-    const piped = await upload(server, pieces, swapped);
-    assert.equal(
-      await ctx.storage.localPathOf(piped, await chunksOf(server, piped)),
-      null,
-    );
-    await complete(server, piped);
-    assert.equal((await waitForStatus(server.url, piped)).status, "complete");
-    await waitNoEntry(server, piped);
-    await assertWhole(server, piped, sourcePath, tmp);
+      // Out of order: the stdin route, same result.
+      const swapped = [1, 0, ...inOrder.slice(2)];
+      const piped = await upload(server, pieces, swapped);
+      assert.equal(
+        await ctx.storage.localPathOf(piped, await chunksOf(server, piped)),
+        null,
+      );
+      await complete(server, piped);
+      assert.equal((await waitForStatus(server.url, piped)).status, "complete");
+      await waitNoEntry(server, piped);
+      await assertWhole(server, piped, sourcePath, tmp);
 
-    // The job's facts are the same either way.
-    const facts = async (id: string) => {
-      const res = await fetch(`${server.url}/check_status/${id}/`);
-      assert.equal(res.status, 200);
-      return (await res.json()).duration_s;
-    };
-    assert.equal(await facts(direct), await facts(piped));
-  } finally {
-    await server.close();
-    await Deno.remove(tmp, { recursive: true });
-  }
-});
-
-Deno.test("processing sync: an entry from another boot is processed again by the sweep; one from this boot is only flushed; a failed flush is processed again", async () => {
-  if (!await haveFfmpeg()) return;
-  const tmp = await Deno.makeTempDir({ prefix: "tapedeck-sync-" });
-  const server = await startTestServer();
-  try {
-    const sourcePath = join(tmp, "source.webm");
-    const source = await makeRecording(sourcePath, { seconds: 3 });
-    const ctx = server.service.ctx;
-    const id = await upload(server, [source], [0]);
-    await complete(server, id);
-    assert.equal((await waitForStatus(server.url, id)).status, "complete");
-    await waitNoEntry(server, id);
-    const done = await job(server, id);
-    assert.equal(done.state, "done");
-    const filesDir = join(server.dataDir, "recordings", id, "files");
-
-    // This boot, older than the grace period: flushed, nothing else.
-    const boot = await bootId();
-    await ctx.kv.set(unflushedOutputsKey(id), {
-      bootId: boot,
-      at: Date.now() - 60_000,
-    });
-    const young = { bootId: "another-boot", at: Date.now() };
-    const flushedReport = await runSweep(ctx);
-    assert.deepEqual(flushedReport.flushed, [id]);
-    assert.deepEqual(flushedReport.reprocessed, []);
-    assert.equal(await unflushed(server, id), null);
-    assert.equal((await status(server, id)).status, "complete");
-    assert.deepEqual(await job(server, id), done, "the job was not touched");
-
-    // Another boot, but younger than the grace period: left to its job.
-    await ctx.kv.set(unflushedOutputsKey(id), young);
-    const left = await runSweep(ctx);
-    assert.deepEqual([left.flushed, left.reprocessed], [[], []]);
-    assert.deepEqual(await unflushed(server, id), young);
-
-    // Another boot, old: the files may be torn (here: the MP4 is), so the
-    // recording goes back to processing and its job runs again.
-    await ctx.kv.set(unflushedOutputsKey(id), {
-      bootId: "another-boot",
-      at: Date.now() - 60_000,
-    });
-    const mp4 = join(filesDir, `${id}.mp4`);
-    await Deno.truncate(mp4, Math.floor((await Deno.stat(mp4)).size / 2));
-    const again = await runSweep(ctx);
-    assert.deepEqual(again.reprocessed, [id]);
-    const right = await status(server, id);
-    assert.ok(
-      ["processing", "complete"].includes(String(right.status)),
-      JSON.stringify(right),
-    );
-    const list = await fetch(`${server.url}/video/${id}/`);
-    assert.equal(list.status, 200);
-    assert.equal(list.headers.get("content-type"), "application/json");
-    if (right.status === "processing") {
-      assert.deepEqual((await list.json()).completed_videos, []);
-    } else await list.body?.cancel();
-    assert.equal((await waitForStatus(server.url, id)).status, "complete");
-    await waitNoEntry(server, id);
-    const redone = await job(server, id);
-    assert.equal(redone.state, "done");
-    assert.equal(redone.attempts, 1, "a fresh job");
-    assert.ok(redone.createdAt > done.createdAt);
-    await assertWhole(server, id, sourcePath, tmp);
-    let finished = 0;
-    for await (const e of ctx.kv.list({ prefix: finishedRecordingPrefix() })) {
-      if (e.key.at(-1) === id) finished++;
+      // The job's facts are the same either way.
+      const facts = async (id: string) => {
+        const res = await fetch(`${server.url}/check_status/${id}/`);
+        assert.equal(res.status, 200);
+        return (await res.json()).duration_s;
+      };
+      assert.equal(await facts(direct), await facts(piped));
+    } finally {
+      await server.close();
+      await Deno.remove(tmp, { recursive: true });
     }
-    assert.equal(finished, 1, "one entry in the finished index");
-
-    // This boot, but the flush fails (a file is gone): processed again.
-    await ctx.kv.set(unflushedOutputsKey(id), {
-      bootId: boot,
-      at: Date.now() - 60_000,
-    });
-    await Deno.remove(join(filesDir, `${id}.jpg`));
-    const failed = await runSweep(ctx);
-    assert.deepEqual(failed.flushed, []);
-    assert.deepEqual(failed.reprocessed, [id]);
-    assert.equal((await waitForStatus(server.url, id)).status, "complete");
-    await waitNoEntry(server, id);
-    await assertWhole(server, id, sourcePath, tmp);
-  } finally {
-    await server.close();
-    await Deno.remove(tmp, { recursive: true });
-  }
+  },
 });
 
-Deno.test("processing sync: at start-up every entry is settled: this boot's flushed at any age, another boot's processed again", async () => {
-  if (!await haveFfmpeg()) return;
-  const tmp = await Deno.makeTempDir({ prefix: "tapedeck-sync-" });
-  const dataDir = await Deno.makeTempDir({ prefix: "tapedeck-sync-data-" });
-  let server: TestServer | undefined;
-  try {
-    const sourcePath = join(tmp, "source.webm");
-    const source = await makeRecording(sourcePath, { seconds: 3 });
-    server = await startTestServer({ DATA_DIR: dataDir });
-    const ids: string[] = [];
-    for (let i = 0; i < 2; i++) {
+Deno.test({
+  name:
+    "processing sync: an entry from another boot is processed again by the sweep; one from this boot is only flushed; a failed flush is processed again",
+  ignore: ffmpegMissing,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "tapedeck-sync-" });
+    const server = await startTestServer();
+    try {
+      const sourcePath = join(tmp, "source.webm");
+      const source = await makeRecording(sourcePath, { seconds: 3 });
+      const ctx = server.service.ctx;
       const id = await upload(server, [source], [0]);
       await complete(server, id);
       assert.equal((await waitForStatus(server.url, id)).status, "complete");
       await waitNoEntry(server, id);
-      ids.push(id);
-    }
-    const [same, other] = ids;
-    const sameJob = await job(server, same);
-    // What a server killed between its commit and its flush leaves behind,
-    // written just now (a start-up sweep does not wait for the grace period).
-    await server.service.ctx.kv.set(unflushedOutputsKey(same), {
-      bootId: await bootId(),
-      at: Date.now(),
-    });
-    await server.service.ctx.kv.set(unflushedOutputsKey(other), {
-      bootId: "another-boot",
-      at: Date.now(),
-    });
-    await server.close();
-    server = undefined;
+      const done = await job(server, id);
+      assert.equal(done.state, "done");
+      const filesDir = join(server.dataDir, "recordings", id, "files");
 
-    server = await startTestServer({ DATA_DIR: dataDir });
-    assert.equal(await unflushed(server, same), null);
-    assert.equal((await status(server, same)).status, "complete");
-    assert.deepEqual(await job(server, same), sameJob);
-    assert.equal(await unflushed(server, other), null);
-    assert.equal((await waitForStatus(server.url, other)).status, "complete");
-    assert.equal((await job(server, other)).attempts, 1);
-    await waitNoEntry(server, other);
-    await assertWhole(server, other, sourcePath, tmp);
-  } finally {
-    await server?.close();
-    await Deno.remove(tmp, { recursive: true });
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
-  }
+      // This boot, older than the grace period: flushed, nothing else.
+      const boot = await bootId();
+      await ctx.kv.set(unflushedOutputsKey(id), {
+        bootId: boot,
+        at: Date.now() - 60_000,
+      });
+      const young = { bootId: "another-boot", at: Date.now() };
+      const flushedReport = await runSweep(ctx);
+      assert.deepEqual(flushedReport.flushed, [id]);
+      assert.deepEqual(flushedReport.reprocessed, []);
+      assert.equal(await unflushed(server, id), null);
+      assert.equal((await status(server, id)).status, "complete");
+      assert.deepEqual(await job(server, id), done, "the job was not touched");
+
+      // Another boot, but younger than the grace period: left to its job.
+      await ctx.kv.set(unflushedOutputsKey(id), young);
+      const left = await runSweep(ctx);
+      assert.deepEqual([left.flushed, left.reprocessed], [[], []]);
+      assert.deepEqual(await unflushed(server, id), young);
+
+      // Another boot, old: the files may be torn (here: the MP4 is), so the
+      // recording goes back to processing and its job runs again.
+      await ctx.kv.set(unflushedOutputsKey(id), {
+        bootId: "another-boot",
+        at: Date.now() - 60_000,
+      });
+      const mp4 = join(filesDir, `${id}.mp4`);
+      await Deno.truncate(mp4, Math.floor((await Deno.stat(mp4)).size / 2));
+      const again = await runSweep(ctx);
+      assert.deepEqual(again.reprocessed, [id]);
+      const right = await status(server, id);
+      assert.ok(
+        ["processing", "complete"].includes(String(right.status)),
+        JSON.stringify(right),
+      );
+      const list = await fetch(`${server.url}/video/${id}/`);
+      assert.equal(list.status, 200);
+      assert.equal(list.headers.get("content-type"), "application/json");
+      if (right.status === "processing") {
+        assert.deepEqual((await list.json()).completed_videos, []);
+      } else await list.body?.cancel();
+      assert.equal((await waitForStatus(server.url, id)).status, "complete");
+      await waitNoEntry(server, id);
+      const redone = await job(server, id);
+      assert.equal(redone.state, "done");
+      assert.equal(redone.attempts, 1, "a fresh job");
+      assert.ok(redone.createdAt > done.createdAt);
+      await assertWhole(server, id, sourcePath, tmp);
+      let finished = 0;
+      for await (
+        const e of ctx.kv.list({ prefix: finishedRecordingPrefix() })
+      ) {
+        if (e.key.at(-1) === id) finished++;
+      }
+      assert.equal(finished, 1, "one entry in the finished index");
+
+      // This boot, but the flush fails (a file is gone): processed again.
+      await ctx.kv.set(unflushedOutputsKey(id), {
+        bootId: boot,
+        at: Date.now() - 60_000,
+      });
+      await Deno.remove(join(filesDir, `${id}.jpg`));
+      const failed = await runSweep(ctx);
+      assert.deepEqual(failed.flushed, []);
+      assert.deepEqual(failed.reprocessed, [id]);
+      assert.equal((await waitForStatus(server.url, id)).status, "complete");
+      await waitNoEntry(server, id);
+      await assertWhole(server, id, sourcePath, tmp);
+    } finally {
+      await server.close();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "processing sync: at start-up every entry is settled: this boot's flushed at any age, another boot's processed again",
+  ignore: ffmpegMissing,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "tapedeck-sync-" });
+    const dataDir = await Deno.makeTempDir({ prefix: "tapedeck-sync-data-" });
+    let server: TestServer | undefined;
+    try {
+      const sourcePath = join(tmp, "source.webm");
+      const source = await makeRecording(sourcePath, { seconds: 3 });
+      server = await startTestServer({ DATA_DIR: dataDir });
+      const ids: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const id = await upload(server, [source], [0]);
+        await complete(server, id);
+        assert.equal((await waitForStatus(server.url, id)).status, "complete");
+        await waitNoEntry(server, id);
+        ids.push(id);
+      }
+      const [same, other] = ids;
+      const sameJob = await job(server, same);
+      // What a server killed between its commit and its flush leaves behind,
+      // written just now (a start-up sweep does not wait for the grace period).
+      await server.service.ctx.kv.set(unflushedOutputsKey(same), {
+        bootId: await bootId(),
+        at: Date.now(),
+      });
+      await server.service.ctx.kv.set(unflushedOutputsKey(other), {
+        bootId: "another-boot",
+        at: Date.now(),
+      });
+      await server.close();
+      server = undefined;
+
+      server = await startTestServer({ DATA_DIR: dataDir });
+      assert.equal(await unflushed(server, same), null);
+      assert.equal((await status(server, same)).status, "complete");
+      assert.deepEqual(await job(server, same), sameJob);
+      assert.equal(await unflushed(server, other), null);
+      assert.equal((await waitForStatus(server.url, other)).status, "complete");
+      assert.equal((await job(server, other)).attempts, 1);
+      await waitNoEntry(server, other);
+      await assertWhole(server, other, sourcePath, tmp);
+    } finally {
+      await server?.close();
+      await Deno.remove(tmp, { recursive: true });
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    }
+  },
 });

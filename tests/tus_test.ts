@@ -5,15 +5,17 @@ import * as tus from "tus-js-client";
 import { expireIdleRecordings } from "../lib/recordings/maintenance.ts";
 import {
   expectError,
-  haveFfmpeg,
   makeRecording,
   mediaBytes,
+  missingTool,
   probeFile,
   startTestServer,
   type TestServer,
   videoPacketHashes,
   waitForStatus,
 } from "./helpers.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 const TUS = { "tus-resumable": "1.0.0" };
 const OCTETS = { ...TUS, "content-type": "application/offset+octet-stream" };
@@ -165,82 +167,88 @@ function startCuttingProxy(target: URL, cutAfter: number, outageMs = 600) {
   };
 }
 
-Deno.test("tus: tus-js-client uploads with deferred length, survives a cut connection, resumes from the server's offset, byte-exact", async () => {
-  if (!await haveFfmpeg()) return;
-  const server = await startTestServer();
-  const tmp = await Deno.makeTempDir({ prefix: "tapedeck-tus-" });
-  const proxy = startCuttingProxy(new URL(server.url), 200_000);
-  try {
-    const source = await makeRecording(`${tmp}/src.webm`, {
-      codec: "vp9",
-      seconds: 4,
-    });
-    const offsetsSent: number[] = [];
-    let uploadUrl = "";
-    await new Promise<void>((resolve, reject) => {
-      const upload = new tus.Upload(Buffer.from(source), {
-        endpoint: `${proxy.url}/files/`,
-        uploadLengthDeferred: true,
-        chunkSize: 48 * 1024,
-        retryDelays: [100, 200, 400, 800, 1600, 3200],
-        metadata: { filename: "camera.webm", filetype: "video/webm" },
-        onBeforeRequest(req) {
-          if (req.getMethod() === "PATCH") {
-            offsetsSent.push(Number(req.getHeader("Upload-Offset")));
-          }
-        },
-        onSuccess() {
-          uploadUrl = upload.url ?? "";
-          resolve();
-        },
-        onError: reject,
+Deno.test({
+  name:
+    "tus: tus-js-client uploads with deferred length, survives a cut connection, resumes from the server's offset, byte-exact",
+  ignore: ffmpegMissing,
+  async fn() {
+    const server = await startTestServer();
+    const tmp = await Deno.makeTempDir({ prefix: "tapedeck-tus-" });
+    const proxy = startCuttingProxy(new URL(server.url), 200_000);
+    try {
+      const source = await makeRecording(`${tmp}/src.webm`, {
+        codec: "vp9",
+        seconds: 4,
       });
-      upload.start();
-    });
-    assert.equal(proxy.cuts(), 1, "the connection was cut once mid-upload");
-    assert.ok(proxy.refused() >= 1, "the client saw the outage");
-    assert.ok(offsetsSent.length > 5, `PATCHes: ${offsetsSent.join(",")}`);
-    const repeated = offsetsSent.filter((o, i) => offsetsSent.indexOf(o) !== i);
-    assert.equal(
-      repeated.length,
-      1,
-      `one PATCH was resent: ${offsetsSent.join(",")}`,
-    );
-    assert.ok(
-      repeated[0] > 0,
-      "the resume started from the server's offset, not 0",
-    );
-    for (const o of offsetsSent) assert.equal(o % (48 * 1024), 0);
+      const offsetsSent: number[] = [];
+      let uploadUrl = "";
+      await new Promise<void>((resolve, reject) => {
+        const upload = new tus.Upload(Buffer.from(source), {
+          endpoint: `${proxy.url}/files/`,
+          uploadLengthDeferred: true,
+          chunkSize: 48 * 1024,
+          retryDelays: [100, 200, 400, 800, 1600, 3200],
+          metadata: { filename: "camera.webm", filetype: "video/webm" },
+          onBeforeRequest(req) {
+            if (req.getMethod() === "PATCH") {
+              offsetsSent.push(Number(req.getHeader("Upload-Offset")));
+            }
+          },
+          onSuccess() {
+            uploadUrl = upload.url ?? "";
+            resolve();
+          },
+          onError: reject,
+        });
+        upload.start();
+      });
+      assert.equal(proxy.cuts(), 1, "the connection was cut once mid-upload");
+      assert.ok(proxy.refused() >= 1, "the client saw the outage");
+      assert.ok(offsetsSent.length > 5, `PATCHes: ${offsetsSent.join(",")}`);
+      const repeated = offsetsSent.filter((o, i) =>
+        offsetsSent.indexOf(o) !== i
+      );
+      assert.equal(
+        repeated.length,
+        1,
+        `one PATCH was resent: ${offsetsSent.join(",")}`,
+      );
+      assert.ok(
+        repeated[0] > 0,
+        "the resume started from the server's offset, not 0",
+      );
+      for (const o of offsetsSent) assert.equal(o % (48 * 1024), 0);
 
-    const id = uploadUrl.split("/").at(-1)!;
-    const st = await waitForStatus(server.url, id);
-    assert.equal(st.status, "complete", JSON.stringify(st));
-    assert.equal(st.bytes_received, source.length);
+      const id = uploadUrl.split("/").at(-1)!;
+      const st = await waitForStatus(server.url, id);
+      assert.equal(st.status, "complete", JSON.stringify(st));
+      assert.equal(st.bytes_received, source.length);
 
-    const original = await fetch(`${server.url}/media/${id}/source`);
-    assert.equal(original.status, 200);
-    assert.equal(original.headers.get("content-type"), "video/webm");
-    const bytes = new Uint8Array(await original.arrayBuffer());
-    assert.equal(digest("sha256", bytes), digest("sha256", source));
+      const original = await fetch(`${server.url}/media/${id}/source`);
+      assert.equal(original.status, 200);
+      assert.equal(original.headers.get("content-type"), "video/webm");
+      const bytes = new Uint8Array(await original.arrayBuffer());
+      assert.equal(digest("sha256", bytes), digest("sha256", source));
 
-    const files = await (await fetch(`${server.url}/video/${id}/`)).json();
-    assert.deepEqual(files.completed_videos, [`${id}.mp4`, `${id}.webm`]);
-    const webm = await fetch(`${server.url}/media/${id}/${id}.webm`);
-    await Deno.writeFile(
-      `${tmp}/out.webm`,
-      new Uint8Array(await webm.arrayBuffer()),
-    );
-    assert.deepEqual(
-      await videoPacketHashes(`${tmp}/out.webm`),
-      await videoPacketHashes(`${tmp}/src.webm`),
-    );
-    const probe = await probeFile(`${tmp}/out.webm`);
-    assert.ok(Math.abs(probe.durationS - 4) < 0.15);
-  } finally {
-    await proxy.close();
-    await server.close();
-    await Deno.remove(tmp, { recursive: true });
-  }
+      const files = await (await fetch(`${server.url}/video/${id}/`)).json();
+      assert.deepEqual(files.completed_videos, [`${id}.mp4`, `${id}.webm`]);
+      const webm = await fetch(`${server.url}/media/${id}/${id}.webm`);
+      await Deno.writeFile(
+        `${tmp}/out.webm`,
+        new Uint8Array(await webm.arrayBuffer()),
+      );
+      assert.deepEqual(
+        await videoPacketHashes(`${tmp}/out.webm`),
+        await videoPacketHashes(`${tmp}/src.webm`),
+      );
+      const probe = await probeFile(`${tmp}/out.webm`);
+      assert.ok(Math.abs(probe.durationS - 4) < 0.15);
+    } finally {
+      await proxy.close();
+      await server.close();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
 });
 
 Deno.test("tus: OPTIONS discovery lists version, extensions, checksums and the size limit", async () => {

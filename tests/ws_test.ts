@@ -4,7 +4,7 @@ import { closeContext, openContext } from "../lib/core/context.ts";
 import { connectLive, type LiveState } from "../client/live_client.ts";
 import { startLiveFeed } from "../lib/live/feed.ts";
 import { changeHeadKey, changePrefix } from "../lib/kv/keys.ts";
-import { createRecording } from "../lib/recordings/recordings.ts";
+import { createRecording } from "../lib/recordings/sessions.ts";
 import type {
   ChangeMessage,
   ListSnapshotMessage,
@@ -23,12 +23,14 @@ import {
 } from "./browser_helpers.ts";
 import {
   createSession,
-  haveFfmpeg,
   makeRecording,
+  missingTool,
   sendChunk,
   splitBytes,
   startTestServer,
 } from "./helpers.ts";
+
+const ffmpegMissing = await missingTool("ffmpeg");
 
 const SANITIZE = { sanitizeOps: true, sanitizeResources: true };
 const STATUS_RANK = { recording: 0, processing: 1, complete: 2, failed: 2 };
@@ -261,8 +263,8 @@ Deno.test({
   name:
     "ws: a full upload-and-process cycle arrives in order on /ws and /ws/<id>, each change within 250 ms",
   ...SANITIZE,
+  ignore: ffmpegMissing,
   async fn() {
-    if (!(await haveFfmpeg())) return;
     const server = await startTestServer();
     try {
       const bytes = await recordingBytes(3);
@@ -450,8 +452,8 @@ Deno.test({
   name:
     "ws: changes committed by one instance reach sockets of another through the KV change feed",
   ...SANITIZE,
+  ignore: ffmpegMissing,
   async fn() {
-    if (!(await haveFfmpeg())) return;
     const a = await startTestServer({ SHARED_KV: "true" });
     const ctxB = await openContext(
       loadConfig({
