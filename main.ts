@@ -4,11 +4,21 @@
 
 import { Hono } from "hono";
 import { cors } from "hono/cors";
-import type { Context } from "hono";
+import { methodOverride } from "hono/method-override";
+import { secureHeaders } from "hono/secure-headers";
 import { type Config, loadConfig } from "./lib/core/config.ts";
-import { type AppContext, closeContext, openContext } from "./lib/core/context.ts";
-import { AppError } from "./lib/core/errors.ts";
-import { type FfmpegTools, resolveTools } from "./lib/processing/ffmpeg.ts";
+import {
+  type AppContext,
+  closeContext,
+  openContext,
+} from "./lib/core/context.ts";
+import { errorResponse } from "./lib/http/on_error.ts";
+import { requestLog } from "./lib/http/request_log.ts";
+import {
+  describeTools,
+  type FfmpegTools,
+  resolveTools,
+} from "./lib/processing/ffmpeg.ts";
 import { JobWorker } from "./lib/jobs/worker.ts";
 import { startLiveFeed } from "./lib/live/feed.ts";
 import { runSweep } from "./lib/recordings/maintenance.ts";
@@ -24,75 +34,25 @@ function corsOrigin(allowed: string[]) {
   return (origin: string) => (allowed.includes(origin) ? origin : null);
 }
 
-function isClientAbort(err: unknown): boolean {
-  const e = err as { name?: string; message?: string };
-  return e?.name === "Http" || e?.name === "BadResource" ||
-    /connection|body from|request body|aborted/i.test(String(e?.message ?? ""));
-}
-
-function isDiskFull(err: unknown): boolean {
-  return /disk is full|no space left|os error 28/i.test(
-    String((err as Error)?.message ?? ""),
-  );
-}
-
-/**
- * Maps every error to a JSON reply: typed errors keep their status; a full
- * disk (KV's too) is 507; a request cut off by shutdown is 503 (retry).
- */
-export function errorResponse(
-  err: Error,
-  c: Context,
-  ctx?: AppContext,
-): Response {
-  if (err instanceof AppError) {
-    return c.json({ error: err.message }, err.status as 400, err.headers);
-  }
-  if (isDiskFull(err)) {
-    return c.json(
-      {
-        error:
-          "The server's storage is full; the chunk was not stored. Retry it later.",
-      },
-      507,
-    );
-  }
-  if (ctx?.state.stopping) {
-    return c.json(
-      {
-        error:
-          "The server is restarting; nothing was stored. Retry in a few seconds.",
-      },
-      503,
-      { "Retry-After": "5" },
-    );
-  }
-  if (isClientAbort(err)) {
-    return c.json(
-      {
-        error:
-          "The request body ended early; nothing was stored. Send it again.",
-      },
-      400,
-    );
-  }
-  console.error(`${c.req.method} ${c.req.path} failed:`, err);
-  return c.json(
-    {
-      error:
-        "The server hit an unexpected error; nothing was stored. Retry the request.",
-    },
-    500,
-  );
-}
-
 /** Builds the app for one instance's services. */
 export function createApp(ctx: AppContext): Hono {
   const app = new Hono({ strict: false });
-  app.use("*", async (c, next) => {
-    await next();
-    c.res.headers.set("X-Content-Type-Options", "nosniff");
-  });
+  app.use("*", requestLog(ctx.log));
+  app.use(
+    "*",
+    secureHeaders({
+      // Recordings are played from other sites' <video> elements.
+      crossOriginResourcePolicy: false,
+      crossOriginOpenerPolicy: false,
+      // Whether HTTPS is used is the reverse proxy's business.
+      strictTransportSecurity: false,
+      overwrite: false,
+    }),
+  );
+  app.use(
+    "/files/*",
+    methodOverride({ app, header: "X-HTTP-Method-Override" }),
+  );
   app.use("/files", tusMiddleware(ctx));
   app.use("/files/*", tusMiddleware(ctx));
   app.use(
@@ -178,16 +138,6 @@ export async function startService(config: Config): Promise<Service> {
   };
 }
 
-/** Says at start-up which ffmpeg and ffprobe are in use. */
-export function describeTools(tools: FfmpegTools): string {
-  if (tools.missing) {
-    return `WARNING: ${tools.missing}. Uploads work; processing jobs will fail until ffmpeg is available.`;
-  }
-  return `ffmpeg ${
-    tools.version.join(".")
-  } from ${tools.ffmpegSource} (${tools.ffmpeg}); ffprobe from ${tools.ffprobeSource} (${tools.ffprobe})`;
-}
-
 /** Says at start-up whether ingest lets go of the page cache. */
 export function describePageCache(config: Config): string {
   return canDropPages()
@@ -200,9 +150,10 @@ export function describePageCache(config: Config): string {
 if (import.meta.main) {
   const config = loadConfig();
   const service = await startService(config);
-  console.log(describeTools(service.tools));
-  console.log(`KV at ${config.kvPath}; data in ${config.dataDir}`);
-  console.log(describePageCache(config));
+  const log = service.ctx.log;
+  log.info(describeTools(service.tools));
+  log.info(`KV at ${config.kvPath}; data in ${config.dataDir}`);
+  log.info(describePageCache(config));
   Deno.cron("tapedeck sweep", "* * * * *", async () => {
     service.worker?.wake();
     await runSweep(service.ctx);
@@ -211,7 +162,7 @@ if (import.meta.main) {
     port: config.port,
     hostname: config.hostname,
     onListen({ hostname, port }) {
-      console.log(`tapedeck listening on http://${hostname}:${port}/`);
+      log.info(`tapedeck listening on http://${hostname}:${port}/`);
     },
   }, service.app.fetch);
   let stopping = false;
@@ -219,7 +170,7 @@ if (import.meta.main) {
     if (stopping) return;
     stopping = true;
     service.ctx.state.stopping = true;
-    console.log("tapedeck stopping: finishing requests in flight");
+    log.info("tapedeck stopping: finishing requests in flight");
     const timer = setTimeout(() => Deno.exit(0), 15_000);
     await Promise.race([
       server.shutdown(),
@@ -227,7 +178,7 @@ if (import.meta.main) {
     ]);
     await service.close();
     clearTimeout(timer);
-    console.log("tapedeck stopped");
+    log.info("tapedeck stopped");
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", stop);

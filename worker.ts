@@ -6,21 +6,20 @@
 
 import { loadConfig } from "./lib/core/config.ts";
 import { closeContext, openContext } from "./lib/core/context.ts";
-import { resolveTools } from "./lib/processing/ffmpeg.ts";
+import { describeTools, resolveTools } from "./lib/processing/ffmpeg.ts";
 import { JobWorker } from "./lib/jobs/worker.ts";
-import { describeTools } from "./main.ts";
 
 if (import.meta.main) {
   const config = loadConfig();
   const tools = await resolveTools(config.ffmpegPath, config.ffprobePath, {
     nice: config.ffmpegNice,
   });
-  console.log(describeTools(tools));
   const ctx = await openContext(config);
+  ctx.log.info(describeTools(tools));
   const worker = new JobWorker(ctx, tools);
   await worker.start();
   Deno.cron("tapedeck job sweep", "* * * * *", () => worker.wake());
-  console.log(`tapedeck worker ${worker.id} running; KV at ${config.kvPath}`);
+  ctx.log.info(`tapedeck worker ${worker.id} running; KV at ${config.kvPath}`);
   const stop = async () => {
     await worker.stop();
     closeContext(ctx);

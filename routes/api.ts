@@ -1,31 +1,28 @@
 import { Hono } from "hono";
 import { getConnInfo } from "hono/deno";
-import { clientAddress, RateLimiter, requireApiKey } from "../lib/http/access.ts";
-import { receiveChunk } from "../lib/http/chunk_body.ts";
-import type { AppContext } from "../lib/core/context.ts";
-import { MethodNotAllowedError } from "../lib/core/errors.ts";
 import {
   authorizeUpload,
   authorizeView,
-  chunkLedger,
+  clientAddress,
+  RateLimiter,
+  requireApiKey,
+} from "../lib/http/access.ts";
+import { receiveChunk } from "../lib/http/chunk_body.ts";
+import type { AppContext } from "../lib/core/context.ts";
+import { MethodNotAllowedError } from "../lib/core/errors.ts";
+import { readLastChunkHint } from "../lib/http/complete_request.ts";
+import {
+  endpointUrls,
+  finishedFilesBody,
+  statusBody,
+} from "../lib/http/responses.ts";
+import { chunkLedger } from "../lib/recordings/chunks.ts";
+import { getRecording } from "../lib/recordings/ids.ts";
+import {
   completeRecording,
   createRecording,
-  finishedFilesBody,
-  getRecording,
   retryRecording,
-  statusBody,
-} from "../lib/recordings/recordings.ts";
-
-function endpointUrls(id: string) {
-  return {
-    add_data: `/add_data/${id}/`,
-    complete_job: `/complete_job/${id}/`,
-    check_status: `/check_status/${id}/`,
-    video: `/video/${id}/`,
-    retry_job: `/retry_job/${id}/`,
-    page: `/videos/${id}`,
-  };
-}
+} from "../lib/recordings/sessions.ts";
 
 function onlyMethods(app: Hono, path: string, allowed: string[]): void {
   app.all(path, (c) => {
@@ -33,7 +30,7 @@ function onlyMethods(app: Hono, path: string, allowed: string[]): void {
   });
 }
 
-/** The five endpoints of SPEC.md, plus `retry_job`. */
+/** The five public endpoints of docs/api.md, plus `retry_job` and `chunks`. */
 export function apiRoutes(ctx: AppContext): Hono {
   const api = new Hono({ strict: false });
   const createLimiter = new RateLimiter(ctx.config.createRatePerMinute);
@@ -74,7 +71,8 @@ export function apiRoutes(ctx: AppContext): Hono {
   api.post("/complete_job/:id", async (c) => {
     const id = c.req.param("id");
     await authorizeUpload(ctx, id, c.req.raw);
-    const result = await completeRecording(ctx, id);
+    const lastChunk = await readLastChunkHint(c.req.raw);
+    const result = await completeRecording(ctx, id, { lastChunk });
     return c.json({
       message: result.message,
       status: result.recording.status,

@@ -1,9 +1,8 @@
 import { Hono } from "hono";
-import { requireApiKey } from "../lib/http/access.ts";
+import { authorizeView, requireApiKey } from "../lib/http/access.ts";
 import type { AppContext } from "../lib/core/context.ts";
 import { parsePageQuery } from "../lib/http/dashboard.ts";
 import { acceptLiveSocket } from "../lib/live/socket.ts";
-import { authorizeView } from "../lib/recordings/recordings.ts";
 
 /**
  * WebSocket endpoints: `/ws` follows a page of all recordings (`?limit=`,

@@ -10,6 +10,7 @@ import RecordingDetail from "../islands/recording_detail.tsx";
 import {
   apiKeyCookie,
   apiKeysEnabled,
+  authorizeView,
   logIn,
   requireApiKey,
 } from "../lib/http/access.ts";
@@ -17,7 +18,7 @@ import {
   type AssetManifest,
   ensureAssets,
   serveStaticFile,
-} from "../tools/build_assets.ts";
+} from "../lib/http/assets.ts";
 import type { AppContext } from "../lib/core/context.ts";
 import {
   loadDashboard,
@@ -25,8 +26,8 @@ import {
   parsePageQuery,
 } from "../lib/http/dashboard.ts";
 import { AppError, TooLargeError } from "../lib/core/errors.ts";
+import { STATUS_OF, typedError } from "../lib/http/on_error.ts";
 import { shortId } from "../common/format.ts";
-import { authorizeView } from "../lib/recordings/recordings.ts";
 
 /** Pages load only their own files and the bundle; no inline code anywhere. */
 const CONTENT_SECURITY_POLICY = [
@@ -65,10 +66,18 @@ function html(
   });
 }
 
-async function errorPage(err: Error, c: Context): Promise<Response> {
-  const known = err instanceof AppError;
-  if (!known) console.error(`${c.req.method} ${c.req.path} failed:`, err);
-  const status = known ? err.status : 500;
+async function errorPage(
+  ctx: AppContext,
+  err: Error,
+  c: Context,
+): Promise<Response> {
+  const typed = await typedError(err, ctx);
+  if (!typed) {
+    ctx.log.error(`${c.req.method} ${c.req.path} failed`, {
+      error: err.stack ?? String(err),
+    });
+  }
+  const status = typed ? STATUS_OF[typed.kind] : 500;
   return html({
     title: status === 404 ? "Not found" : "Error",
     section: "none",
@@ -77,8 +86,8 @@ async function errorPage(err: Error, c: Context): Promise<Response> {
       <section class="error-page">
         <h1>{status === 404 ? "Not found" : "Something went wrong"}</h1>
         <p id="error-message">
-          {known
-            ? err.message
+          {typed
+            ? typed.message
             : "The server hit an unexpected error. Try again in a moment."}
         </p>
         <p>
@@ -225,6 +234,6 @@ export function pageRoutes(ctx: AppContext): Hono {
     (c) => serveStaticFile(c.req.raw, c.req.path.slice("/static/".length)),
   );
 
-  pages.onError(errorPage);
+  pages.onError((err, c) => errorPage(ctx, err, c));
   return pages;
 }

@@ -1,21 +1,23 @@
 import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
-import { requireApiKey } from "../lib/http/access.ts";
+import {
+  authorizeUpload,
+  authorizeView,
+  requireApiKey,
+} from "../lib/http/access.ts";
 import type { AppContext } from "../lib/core/context.ts";
 import { MethodNotAllowedError } from "../lib/core/errors.ts";
-import { authorizeUpload, authorizeView } from "../lib/recordings/recordings.ts";
+import { tusDiscoveryHeaders, tusHeaders } from "../lib/tus/protocol.ts";
 import {
   createUpload,
   headUpload,
   patchUpload,
   terminateUpload,
-  tusDiscoveryHeaders,
-  tusHeaders,
 } from "../lib/tus/uploads.ts";
 
 /**
- * Runs before CORS on `/files*`: honours X-HTTP-Method-Override and puts the
- * tus headers on every answer, discovery headers on OPTIONS.
+ * Runs before CORS on `/files*`: puts the tus headers on every answer,
+ * discovery headers on OPTIONS.
  */
 export function tusMiddleware(ctx: AppContext): MiddlewareHandler {
   return async (c, next) => {
@@ -60,35 +62,17 @@ export function tusRoutes(ctx: AppContext): Hono {
     );
   });
 
-  const patch = async (id: string, req: Request) => {
-    await authorizeUpload(ctx, id, req);
-    return await patchUpload(ctx, id, req);
-  };
-  const terminate = async (id: string, req: Request) => {
-    await authorizeUpload(ctx, id, req);
-    await terminateUpload(ctx, id, req);
-  };
-
-  tus.patch(
-    "/files/:id",
-    async (c) => c.body(null, 204, await patch(c.req.param("id"), c.req.raw)),
-  );
-
-  tus.delete("/files/:id", async (c) => {
-    await terminate(c.req.param("id"), c.req.raw);
-    return c.body(null, 204);
+  tus.patch("/files/:id", async (c) => {
+    const id = c.req.param("id");
+    await authorizeUpload(ctx, id, c.req.raw);
+    return c.body(null, 204, await patchUpload(ctx, id, c.req.raw));
   });
 
-  tus.post("/files/:id", async (c) => {
-    const override = c.req.header("x-http-method-override")?.toUpperCase();
-    if (override === "PATCH") {
-      return c.body(null, 204, await patch(c.req.param("id"), c.req.raw));
-    }
-    if (override === "DELETE") {
-      await terminate(c.req.param("id"), c.req.raw);
-      return c.body(null, 204);
-    }
-    throw new MethodNotAllowedError("POST", ["HEAD", "PATCH", "DELETE"]);
+  tus.delete("/files/:id", async (c) => {
+    const id = c.req.param("id");
+    await authorizeUpload(ctx, id, c.req.raw);
+    await terminateUpload(ctx, id, c.req.raw);
+    return c.body(null, 204);
   });
 
   tus.all("/files", (c) => {

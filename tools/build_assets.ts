@@ -2,34 +2,21 @@
  * Builds the browser assets: every island in `islands/` bundled into one
  * module with `deno bundle --platform=browser`, and `static/style.css`, both
  * written to `static/build/` under content-hash names with a manifest. A
- * build whose inputs have not changed is reused. Also serves `/static/*`.
+ * build whose inputs have not changed is reused. lib/http/assets.ts serves
+ * the result.
  *
  * Run `deno run -A tools/build_assets.ts` (the `build` task) to build ahead of time;
- * otherwise {@link ensureAssets} builds on first use.
+ * otherwise the server builds on first use (lib/http/assets.ts).
  */
 
-import { basename, extname, join, relative } from "node:path";
+import { basename, join, relative } from "node:path";
 import { fileURLToPath as fromFileUrl, pathToFileURL } from "node:url";
-import { NotFoundError } from "../lib/core/errors.ts";
-import { fileResponse, openLocalRange } from "../lib/http/http_file.ts";
 
 /** The project folder. */
 const ROOT = fromFileUrl(new URL("../", import.meta.url));
-const BUILDER_VERSION = "1";
+/** Changes whenever the build itself changes. */
+export const BUILDER_VERSION = "1";
 const STALE_BUILD_MS = 24 * 60 * 60 * 1000;
-const RETRY_FAILED_BUILD_MS = 10_000;
-const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
-
-const STATIC_TYPES: Record<string, string> = {
-  ".css": "text/css; charset=utf-8",
-  ".js": "text/javascript; charset=utf-8",
-  ".json": "application/json",
-  ".svg": "image/svg+xml",
-  ".png": "image/png",
-  ".ico": "image/x-icon",
-  ".txt": "text/plain; charset=utf-8",
-};
-
 /** What a build produced: the URLs pages link to. */
 export interface AssetManifest {
   builder: string;
@@ -247,83 +234,6 @@ export async function buildAssets(
   } finally {
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
-}
-
-let assets: Promise<AssetManifest> | undefined;
-let failedAt = 0;
-
-/** Assets to use when the bundle cannot be built: the plain stylesheet, no script. */
-const FALLBACK_ASSETS: AssetManifest = {
-  builder: BUILDER_VERSION,
-  inputHash: "",
-  script: null,
-  style: "/static/style.css",
-  islands: [],
-  builtAt: 0,
-};
-
-/**
- * The assets of this project, built (or found up to date) on first use and
- * kept for the life of the process. When the build fails the pages still
- * work without JavaScript: the plain stylesheet is used, the error is logged
- * and the build is tried again after a few seconds.
- */
-export async function ensureAssets(): Promise<AssetManifest> {
-  if (!assets && Date.now() - failedAt < RETRY_FAILED_BUILD_MS) {
-    return FALLBACK_ASSETS;
-  }
-  assets ??= buildAssets();
-  try {
-    return await assets;
-  } catch (err) {
-    if (assets) {
-      assets = undefined;
-      failedAt = Date.now();
-      console.error("building the browser assets failed:", err);
-    }
-    return FALLBACK_ASSETS;
-  }
-}
-
-/**
- * Answers GET or HEAD for `/static/<path>` from the project's `static/`
- * folder: hashed build files are cached for a year, others revalidated.
- * Throws a 404 for anything outside it, hidden files and unknown types.
- */
-export async function serveStaticFile(
-  req: Request,
-  path: string,
-): Promise<Response> {
-  const segments = path.split("/");
-  const type = STATIC_TYPES[extname(path).toLowerCase()];
-  if (!type || !segments.every((s) => SAFE_SEGMENT.test(s))) {
-    throw missingStatic(path);
-  }
-  const file = join(ROOT, "static", ...segments);
-  const stat = await Deno.stat(file).catch(() => null);
-  if (!stat?.isFile) throw missingStatic(path);
-  const hashed = segments[0] === "build" && basename(path) !== "manifest.json";
-  return await fileResponse(
-    req,
-    {
-      size: stat.size,
-      mtime: stat.mtime ?? new Date(0),
-      etag: `"${stat.size.toString(16)}-${
-        (stat.mtime?.getTime() ?? 0).toString(16)
-      }"`,
-    },
-    type,
-    (start, end) => openLocalRange(file, start, end),
-    {
-      cacheControl: hashed ? "public, max-age=31536000, immutable" : "no-cache",
-      headers: { "X-Content-Type-Options": "nosniff" },
-    },
-  );
-}
-
-function missingStatic(path: string): NotFoundError {
-  const shown = path.length > 80 ? `${path.slice(0, 80)}...` : path;
-  return new NotFoundError(`There is no static file "${shown}".`);
 }
 
 if (import.meta.main) {

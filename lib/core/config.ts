@@ -5,6 +5,7 @@
 
 import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
+import type { LogFormat, LogLevel } from "./log.ts";
 
 /** The service's settings after defaults are applied. */
 export interface Config {
@@ -68,6 +69,16 @@ export interface Config {
   requireUploadToken: boolean;
   /** Whether a single recording's page and files also need an API key. */
   privateRecordings: boolean;
+  /**
+   * After complete_job, chunks whose request arrives within this many ms
+   * are still taken (and processing waits for them) unless the client said
+   * which chunk was its last.
+   */
+  completeGraceMs: number;
+  /** Log lines as text or one JSON object per line. */
+  logFormat: LogFormat;
+  /** The least important lines written. */
+  logLevel: LogLevel;
 }
 
 type Env = Record<string, string | undefined>;
@@ -90,6 +101,22 @@ function readBool(env: Env, name: string, fallback: boolean): boolean {
   if (/^(1|true|yes|on)$/i.test(raw)) return true;
   if (/^(0|false|no|off)$/i.test(raw)) return false;
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+function readChoice<T extends string>(
+  env: Env,
+  name: string,
+  choices: readonly T[],
+  fallback: T,
+): T {
+  const raw = (env[name] ?? "").trim().toLowerCase();
+  if (raw === "") return fallback;
+  if (!choices.includes(raw as T)) {
+    throw new ConfigError(
+      `${name} must be one of ${choices.join(", ")}, got "${env[name]}"`,
+    );
+  }
+  return raw as T;
 }
 
 const MIB = 1024 * 1024;
@@ -134,5 +161,13 @@ export function loadConfig(env: Env = Deno.env.toObject()): Config {
       .filter(Boolean),
     requireUploadToken: readBool(env, "REQUIRE_UPLOAD_TOKEN", false),
     privateRecordings: readBool(env, "PRIVATE_RECORDINGS", false),
+    completeGraceMs: readInt(env, "COMPLETE_GRACE_MS", 1000),
+    logFormat: readChoice(env, "LOG_FORMAT", ["text", "json"], "text"),
+    logLevel: readChoice(
+      env,
+      "LOG_LEVEL",
+      ["debug", "info", "warn", "error"],
+      "info",
+    ),
   };
 }

@@ -3,8 +3,10 @@
  */
 
 import type { Config } from "./config.ts";
+import { createLogger, type Logger } from "./log.ts";
 import { LiveHub } from "../live/hub.ts";
-import { LocalStorage, type Storage } from "../storage/local.ts";
+import { LocalStorage } from "../storage/local.ts";
+import type { Storage } from "../storage/storage.ts";
 
 /** What every `lib/` operation needs: config, KV, storage and the live hub. */
 export interface AppContext {
@@ -12,6 +14,7 @@ export interface AppContext {
   kv: Deno.Kv;
   storage: Storage;
   live: LiveHub;
+  log: Logger;
   /** Set once the instance is shutting down (requests cut off get 503). */
   state: { stopping: boolean };
 }
@@ -46,6 +49,7 @@ export async function openContext(config: Config): Promise<AppContext> {
       config.ingestCacheBytes,
     ),
     live: new LiveHub(),
+    log: createLogger({ format: config.logFormat, level: config.logLevel }),
     state: { stopping: false },
   };
 }

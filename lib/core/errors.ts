@@ -1,102 +1,151 @@
 /**
- * Typed errors thrown by `lib/`. Each carries the HTTP status it maps to and a
- * message a person can act on; `app.onError` turns them into JSON replies.
+ * Typed errors thrown by `lib/`. Each carries a {@link ErrorKind} and a
+ * message a person can act on; lib/http/on_error.ts maps kinds to HTTP
+ * statuses. Nothing classifies an error by its message text: foreign errors
+ * (the file system, KV, a request body) are turned into these where they
+ * enter (see {@link fromSystemError}).
  */
+
+/** What went wrong, independent of the protocol that reports it. */
+export type ErrorKind =
+  | "bad_request"
+  | "unauthorized"
+  | "forbidden"
+  | "not_found"
+  | "method_not_allowed"
+  | "timeout"
+  | "conflict"
+  | "gone"
+  | "precondition_failed"
+  | "too_large"
+  | "unsupported_media"
+  | "misdirected"
+  | "checksum_mismatch"
+  | "upgrade_required"
+  | "too_many_requests"
+  | "body_aborted"
+  | "storage_full"
+  | "unavailable";
 
 /** Base class: an error whose message is safe to show to the client. */
 export class AppError extends Error {
-  readonly status: number;
+  readonly kind: ErrorKind;
+  /** Extra response headers (Retry-After, Allow, ...). */
   readonly headers: Record<string, string>;
   constructor(
-    status: number,
+    kind: ErrorKind,
     message: string,
     headers: Record<string, string> = {},
   ) {
     super(message);
     this.name = new.target.name;
-    this.status = status;
+    this.kind = kind;
     this.headers = headers;
   }
 }
 
-/** 400: the request itself is malformed (empty body, bad JSON, bad base64). */
+/** The request itself is malformed (empty body, bad JSON, bad base64). */
 export class BadRequestError extends AppError {
   constructor(message: string) {
-    super(400, message);
+    super("bad_request", message);
   }
 }
 
-/** 404: no such recording, file or route. */
+/** No such recording, file or route. */
 export class NotFoundError extends AppError {
   constructor(message: string) {
-    super(404, message);
+    super("not_found", message);
   }
 }
 
-/** 405: the path exists but not with this method. */
+/** The path exists but not with this method. */
 export class MethodNotAllowedError extends AppError {
   constructor(method: string, allowed: string[]) {
     super(
-      405,
+      "method_not_allowed",
       `Method ${method} is not allowed here; use ${allowed.join(" or ")}`,
       { Allow: allowed.join(", ") },
     );
   }
 }
 
-/** 409: the recording is in a state that does not allow this. */
+/** The recording is in a state that does not allow this. */
 export class ConflictError extends AppError {
   constructor(message: string) {
-    super(409, message);
+    super("conflict", message);
   }
 }
 
-/** 413: a chunk or the whole recording is over its size limit. */
+/** A chunk or the whole recording is over its size limit. */
 export class TooLargeError extends AppError {
   constructor(message: string) {
-    super(413, message);
+    super("too_large", message);
   }
 }
 
-/** 415: the body is not a media file we accept. */
+/** The body is not a media file we accept. */
 export class UnsupportedMediaError extends AppError {
   constructor(message: string) {
-    super(415, message);
+    super("unsupported_media", message);
   }
 }
 
-/** 507: the data disk has no room for this chunk. */
+/** The storage has no room for this chunk. */
 export class StorageFullError extends AppError {
-  constructor(message: string) {
-    super(507, message);
+  constructor(
+    message =
+      "The server's storage is full; the chunk was not stored. Retry it later.",
+  ) {
+    super("storage_full", message);
   }
 }
 
-/** 401: a credential (API key or upload token) is missing or wrong. */
+/** A credential (API key or upload token) is missing or wrong. */
 export class UnauthorizedError extends AppError {
   constructor(message: string) {
-    super(401, message, { "WWW-Authenticate": 'Bearer realm="tapedeck"' });
+    super("unauthorized", message, {
+      "WWW-Authenticate": 'Bearer realm="tapedeck"',
+    });
   }
 }
 
-/** 408: the client stopped sending the body. */
+/** The request is understood but not allowed from where it comes. */
+export class ForbiddenError extends AppError {
+  constructor(message: string) {
+    super("forbidden", message);
+  }
+}
+
+/** The client stopped sending (or sends too slowly). */
 export class RequestTimeoutError extends AppError {
   constructor(message: string) {
-    super(408, message, { Connection: "close" });
+    super("timeout", message, { Connection: "close" });
   }
 }
 
-/** 429: too many requests from one client; retry after `retryAfterS`. */
+/** The request body broke off before its end (the client went away). */
+export class BodyAbortedError extends AppError {
+  constructor(
+    message =
+      "The request body ended early; nothing was stored. Send it again.",
+  ) {
+    super("body_aborted", message);
+  }
+}
+
+/** Too many requests from one client; retry after `retryAfterS`. */
 export class TooManyRequestsError extends AppError {
   constructor(message: string, retryAfterS: number) {
-    super(429, message, { "Retry-After": String(Math.max(1, retryAfterS)) });
+    super("too_many_requests", message, {
+      "Retry-After": String(Math.max(1, retryAfterS)),
+    });
   }
 }
 
-/** 503: the service is at a configured capacity limit. */
+/** The service is at a capacity limit, busy, or restarting. */
 export class UnavailableError extends AppError {
   constructor(message: string, retryAfterS = 30) {
-    super(503, message, { "Retry-After": String(retryAfterS) });
+    super("unavailable", message, { "Retry-After": String(retryAfterS) });
   }
 }
 
@@ -106,4 +155,15 @@ export class ConfigError extends Error {
     super(message);
     this.name = "ConfigError";
   }
+}
+
+/**
+ * Turns an error of the operating system or of Deno KV into a typed error
+ * where one applies (a full disk is a {@link StorageFullError}), by its
+ * code; other errors are returned as they are.
+ */
+export function fromSystemError(err: unknown): unknown {
+  const code = (err as { code?: string })?.code;
+  if (code === "ENOSPC" || code === "EDQUOT") return new StorageFullError();
+  return err;
 }

@@ -3,17 +3,15 @@
  * (REQUIRE_UPLOAD_TOKEN), and the per-address rate limit on `create`.
  */
 
-import { Buffer } from "node:buffer";
-import { createHash, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import type { Config } from "../core/config.ts";
+import type { AppContext } from "../core/context.ts";
 import { TooManyRequestsError, UnauthorizedError } from "../core/errors.ts";
+import { getRecording } from "../recordings/ids.ts";
+import { sha256, tokenMatches } from "../recordings/upload_token.ts";
 
 /** The cookie that carries an API key for the dashboard pages. */
 export const KEY_COOKIE = "tapedeck_key";
-
-function sha256(text: string): Buffer {
-  return createHash("sha256").update(text).digest();
-}
 
 function sameSecret(a: string, b: string): boolean {
   return timingSafeEqual(sha256(a), sha256(b));
@@ -67,15 +65,6 @@ export function requireApiKey(config: Config, req: Request): void {
   }
 }
 
-/** A new upload token and the hash that is stored in place of it. */
-export function newUploadToken(): { token: string; hash: string } {
-  const bytes = crypto.getRandomValues(new Uint8Array(32));
-  const token = (bytes as unknown as { toBase64(o: object): string }).toBase64(
-    { alphabet: "base64url", omitPadding: true },
-  );
-  return { token, hash: sha256(token).toString("hex") };
-}
-
 /** The upload token a request carries: `X-Upload-Token`, `Authorization: Bearer` or `?token=`. */
 export function requestUploadToken(req: Request): string | undefined {
   return req.headers.get("x-upload-token") ?? bearer(req) ??
@@ -93,10 +82,7 @@ export function requireUploadToken(
   id: string,
 ): void {
   if (!config.requireUploadToken) return;
-  const token = requestUploadToken(req);
-  const ok = !!token && !!tokenHash &&
-    timingSafeEqual(sha256(token), Buffer.from(tokenHash, "hex"));
-  if (!ok) {
+  if (!tokenMatches(requestUploadToken(req), tokenHash)) {
     throw new UnauthorizedError(
       `Recording ${id} needs its upload token (the upload_token returned by /create/) in an 'X-Upload-Token' header.`,
     );
@@ -173,4 +159,67 @@ export function logIn(config: Config, key: string, secure: boolean): string {
     );
   }
   return apiKeyCookie(key.trim(), secure);
+}
+
+/**
+ * With REQUIRE_UPLOAD_TOKEN on, throws a 401 unless the request carries this
+ * recording's own upload token (a 404 for an unknown id comes first).
+ */
+export async function authorizeUpload(
+  ctx: AppContext,
+  id: string,
+  req: Request,
+): Promise<void> {
+  if (!ctx.config.requireUploadToken) return;
+  const rec = await getRecording(ctx, id);
+  requireUploadToken(ctx.config, req, rec.tokenHash, id);
+}
+
+/**
+ * With PRIVATE_RECORDINGS on, throws a 401 unless the request carries an API
+ * key or this recording's upload token; otherwise the id is the capability.
+ */
+export async function authorizeView(
+  ctx: AppContext,
+  id: string,
+  req: Request,
+): Promise<void> {
+  if (!ctx.config.privateRecordings) return;
+  if (isValidApiKey(ctx.config, requestApiKey(req))) return;
+  const rec = await getRecording(ctx, id);
+  if (!requestUploadToken(req)) {
+    throw new UnauthorizedError(
+      `Recording ${id} is private: send an API key or its upload token.`,
+    );
+  }
+  requireUploadToken(
+    { ...ctx.config, requireUploadToken: true },
+    req,
+    rec.tokenHash,
+    id,
+  );
+}
+
+/**
+ * With REQUIRE_UPLOAD_TOKEN on, throws a 401 unless the request carries an
+ * API key or, for each of `parts` in order, its upload token
+ * (`X-Upload-Token: <t1>, <t2>, ...`): a tus final upload may only join
+ * uploads its client made.
+ */
+export function authorizeParts(
+  config: Config,
+  req: Request,
+  parts: { id: string; tokenHash?: string }[],
+): void {
+  if (!config.requireUploadToken) return;
+  if (isValidApiKey(config, requestApiKey(req))) return;
+  const tokens = (req.headers.get("x-upload-token") ?? "").split(",")
+    .map((t) => t.trim());
+  parts.forEach((part, i) => {
+    if (!tokenMatches(tokens[i], part.tokenHash)) {
+      throw new UnauthorizedError(
+        `The final upload names upload ${part.id} without its upload token: send every part's token in order in X-Upload-Token, separated by commas.`,
+      );
+    }
+  });
 }

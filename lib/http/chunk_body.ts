@@ -1,5 +1,5 @@
 /**
- * Reads one `add_data` request in any of SPEC.md's three body forms (raw
+ * Reads one `add_data` request in any of docs/api.md's three body forms (raw
  * bytes, JSON with base64 `blob_data`, multipart with a `blob_data` file
  * field), streams the bytes to storage and commits the chunk.
  */
@@ -15,11 +15,15 @@ import {
   type AppendResult,
   assertAcceptsChunks,
   commitChunk,
+  emptyChunk,
+} from "../recordings/chunks.ts";
+import { assertVideoId } from "../recordings/ids.ts";
+import { beginChunkRequest } from "../recordings/inflight.ts";
+import {
   completeRecording,
   type CompleteResult,
-  emptyChunk,
-} from "../recordings/recordings.ts";
-import { chunkTooLarge, type StoredChunk } from "../storage/local.ts";
+} from "../recordings/sessions.ts";
+import { chunkTooLarge, type StoredChunk } from "../storage/storage.ts";
 
 /** The outcome of one `add_data` request. */
 export interface ReceiveResult extends AppendResult {
@@ -29,7 +33,11 @@ export interface ReceiveResult extends AppendResult {
 
 const MAX_INDEX = 1_000_000_000;
 
-function parseIndex(raw: unknown, where: string): number | undefined {
+/** A chunk index from a request (0 to 1e9), undefined when absent; a 400 when malformed. */
+export function parseIndex(
+  raw: unknown,
+  where: string,
+): number | undefined {
   if (raw === undefined || raw === null || raw === "") return undefined;
   const text = typeof raw === "number" ? String(raw) : String(raw).trim();
   const value = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
@@ -238,7 +246,8 @@ async function readMultipartBody(
 }
 
 /**
- * Receives one chunk request for recording `id`: checks the session first,
+ * Receives one chunk request for recording `id`: marks it under way (so a
+ * completion waits for it, lib/recordings/inflight.ts), checks the session,
  * reads the body in its form, stores it, commits it, and completes the
  * recording when the body says `last_chunk: true`.
  */
@@ -247,6 +256,22 @@ export async function receiveChunk(
   id: string,
   req: Request,
 ): Promise<ReceiveResult> {
+  const arrivedAt = Date.now();
+  assertVideoId(id);
+  const endRequest = await beginChunkRequest(ctx, id, arrivedAt);
+  try {
+    return await receiveStarted(ctx, id, req, arrivedAt);
+  } finally {
+    await endRequest();
+  }
+}
+
+async function receiveStarted(
+  ctx: AppContext,
+  id: string,
+  req: Request,
+  arrivedAt: number,
+): Promise<ReceiveResult> {
   const url = new URL(req.url);
   const headerIndex = req.headers.get("x-chunk-index");
   const queryIndex = url.searchParams.get("index");
@@ -254,16 +279,18 @@ export async function receiveChunk(
   const mediaType = contentType.split(";")[0].trim().toLowerCase();
   const form = mediaType === "application/json" ||
     mediaType === "multipart/form-data";
-  // A closed session still reads bodies that carry an index, so that the
-  // retry of a chunk it already holds is answered as a duplicate.
-  const entry = await assertAcceptsChunks(ctx, id, {
-    allowClosed: form || !!headerIndex || !!queryIndex,
-    remembered: true,
-  });
   const requestIndex = mergeIndex(
     parseIndex(headerIndex, "the X-Chunk-Index header"),
     parseIndex(queryIndex, "the index query parameter"),
   );
+  // A closed session still reads bodies that carry an index, so that the
+  // retry of a chunk it already holds is answered as a duplicate.
+  const entry = await assertAcceptsChunks(ctx, id, {
+    arrivedAt,
+    index: requestIndex,
+    allowClosed: form || requestIndex !== undefined,
+    remembered: true,
+  });
   const max = ctx.config.maxChunkBytes;
   const declared = Number(req.headers.get("content-length") ?? NaN);
   const slack = mediaType === "application/json"
@@ -310,8 +337,13 @@ export async function receiveChunk(
   const result: ReceiveResult = await commitChunk(ctx, id, parsed.stored, {
     entry,
     index,
+    arrivedAt,
     contentType: form ? undefined : contentType,
   });
-  if (parsed.lastChunk) result.completed = await completeRecording(ctx, id);
+  if (parsed.lastChunk) {
+    result.completed = await completeRecording(ctx, id, {
+      lastChunk: result.index,
+    });
+  }
   return result;
 }

@@ -5,8 +5,12 @@
 
 import type { AppContext } from "../core/context.ts";
 import { BadRequestError } from "../core/errors.ts";
-import { getRecording, listRecordings } from "../recordings/recordings.ts";
-import { type RecordingView, toRecordingView } from "../../common/recording_view.ts";
+import { getRecording } from "../recordings/ids.ts";
+import { listRecordings } from "../recordings/sessions.ts";
+import {
+  type RecordingView,
+  toRecordingView,
+} from "../../common/recording_view.ts";
 
 /** Rows per dashboard page unless `?limit=` says otherwise. */
 export const DEFAULT_PAGE_SIZE = 50;

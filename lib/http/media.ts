@@ -6,14 +6,18 @@
 import type { AppContext } from "../core/context.ts";
 import { NotFoundError } from "../core/errors.ts";
 import { contentTypeFor, fileResponse } from "./http_file.ts";
-import {
-  authorizeView,
-  getRecording,
-  isFinishedFile,
-  openSource,
-} from "../recordings/recordings.ts";
+import type { Recording } from "../kv/keys.ts";
+import { openSource } from "../recordings/chunks.ts";
+import { getRecording } from "../recordings/ids.ts";
+import { authorizeView } from "./access.ts";
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
+
+/** Whether `name` is a finished file (video or poster) of this recording. */
+function isFinishedFile(rec: Recording, name: string): boolean {
+  return rec.status === "complete" &&
+    (rec.files.includes(name) || rec.poster === name);
+}
 
 function missingFile(id: string, name: string): NotFoundError {
   const shown = name.length > 80 ? `${name.slice(0, 80)}...` : name;

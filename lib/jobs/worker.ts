@@ -10,18 +10,27 @@ import type { FfmpegTools } from "../processing/ffmpeg.ts";
 import {
   activeJobKey,
   activeJobPrefix,
-  finishedRecordingKey,
   type Job,
   jobKey,
   jobWakeupKey,
   type Recording,
   recordingKey,
-  type UnflushedOutputs,
-  unflushedOutputsKey,
 } from "../kv/keys.ts";
-import { bootId, flushOutputs } from "../recordings/maintenance.ts";
-import { type ProcessingOutput, processRecording } from "../processing/pipeline.ts";
-import { addChange, publishChange } from "../recordings/recordings.ts";
+import {
+  type ProcessingOutput,
+  processRecording,
+} from "../processing/pipeline.ts";
+import { endState } from "../recordings/closing.ts";
+import {
+  commitEmptyStop,
+  commitFailure,
+  commitSuccess,
+  parkJob,
+  writeProgress,
+  writeRetryWait,
+} from "./outcomes.ts";
+import { JobLease } from "./lease.ts";
+import { ProgressReporter } from "./progress.ts";
 
 /** Runs one job; tests and other pipelines may pass their own. */
 export type JobRunner = (
@@ -100,7 +109,9 @@ export class JobWorker {
       return;
     }
     this.#ticking = this.#tick().catch((err) => {
-      if (!this.#stopped) console.error("job worker:", err);
+      if (!this.#stopped) {
+        this.#ctx.log.error("job worker failed", { error: String(err) });
+      }
     }).finally(() => {
       this.#ticking = undefined;
       if (this.#again) {
@@ -154,7 +165,8 @@ export class JobWorker {
         break;
       }
       if (job.attempts >= job.maxAttempts) {
-        await this.#finishFailed(
+        await commitFailure(
+          this.#ctx,
           entry as Deno.KvEntry<Job>,
           job.lastError ??
             `processing was interrupted ${job.attempts} times before it could finish`,
@@ -187,269 +199,120 @@ export class JobWorker {
   }
 
   async #execute(id: string, job: Job, versionstamp: string): Promise<void> {
-    const kv = this.#ctx.kv;
-    const controller = new AbortController();
-    this.#controllers.set(id, controller);
-    let jobStamp = versionstamp;
-    let current = job;
-    let lostLease = false;
-    const renew = setInterval(async () => {
-      const leased = {
-        ...current,
-        leaseUntil: Date.now() + this.#ctx.config.jobLeaseMs,
-        updatedAt: Date.now(),
-      };
-      try {
-        const res = await kv.atomic().check({
-          key: jobKey(id),
-          versionstamp: jobStamp,
-        }).set(jobKey(id), leased).commit();
-        if (res.ok) {
-          jobStamp = res.versionstamp;
-          current = leased;
-        } else {
-          lostLease = true;
-          controller.abort();
-        }
-      } catch {
-        // KV closing; the lease simply lapses
-      }
-    }, Math.max(250, Math.floor(this.#ctx.config.jobLeaseMs / 3)));
-
-    // Progress is written by one update at a time, newest value last, and
-    // never goes back.
-    let lastReport = 0;
-    let lastFraction = -1;
-    let lastStage = "";
-    let writing: Promise<void> | undefined;
-    let pending:
-      | { fraction: number; stage: string; restart?: boolean }
-      | undefined;
-    const writeProgress = () => {
-      if (writing || !pending) return;
-      const { fraction, stage, restart } = pending;
-      pending = undefined;
-      writing = this.#updateRecording(
-        id,
-        (rec) =>
-          rec.status === "processing" &&
-            (restart || fraction >= (rec.progress ?? 0))
-            ? { ...rec, progress: Math.min(0.99, fraction), stage }
-            : null,
-      ).catch(() => {}).finally(() => {
-        writing = undefined;
-        writeProgress();
-      });
-    };
-    const onProgress = (fraction: number, stage: string) => {
-      const t = Date.now();
-      // A new stage is always written, so the status says where the job is.
-      if (
-        t - lastReport < 250 && fraction - lastFraction < 0.05 &&
-        stage === lastStage
-      ) return;
-      lastReport = t;
-      lastFraction = fraction;
-      lastStage = stage;
-      pending = { fraction, stage, restart: pending?.restart };
-      writeProgress();
-    };
-
+    const ctx = this.#ctx;
+    const lease = new JobLease(
+      ctx.kv,
+      job,
+      versionstamp,
+      ctx.config.jobLeaseMs,
+    );
+    const signal = lease.controller.signal;
+    this.#controllers.set(id, lease.controller);
+    lease.resume();
+    const progress = new ProgressReporter((value) =>
+      writeProgress(ctx, id, value)
+    );
+    const read = async () =>
+      (await ctx.kv.get<Recording>(recordingKey(id))).value;
+    let again = false;
     try {
-      // Written by the progress writer, in order with what the run reports,
-      // while the run already starts; an attempt starts its progress over.
-      pending = {
-        fraction: 0,
-        stage: job.attempts > 1 ? "retrying" : "starting",
-        restart: true,
-      };
-      lastReport = Date.now();
-      lastFraction = 0;
-      lastStage = pending.stage;
-      writeProgress();
-      const output = await this.#run(this.#ctx, id, {
-        signal: controller.signal,
-        onProgress,
-      });
-      pending = undefined;
-      await writing;
-      clearInterval(renew);
-      if (lostLease) return;
-      await this.#finishOk(id, jobStamp, current, output);
-    } catch (err) {
-      clearInterval(renew);
-      if (lostLease) return;
-      if (this.#stopped) {
-        // A graceful stop is not the job's fault: hand it back unchanged.
-        await kv.atomic().check({ key: jobKey(id), versionstamp: jobStamp })
-          .set(jobKey(id), {
-            ...current,
-            state: "queued",
-            attempts: current.attempts - 1,
-            runAfter: Date.now(),
-            leaseUntil: 0,
-            updatedAt: Date.now(),
-          }).commit().catch(() => {});
-        return;
-      }
-      const reason = (err as Error).message || String(err);
-      const entry = await kv.get<Job>(jobKey(id));
-      if (entry.versionstamp !== jobStamp || !entry.value) return;
-      if (current.attempts >= current.maxAttempts) {
-        await this.#finishFailed(entry as Deno.KvEntry<Job>, reason);
-      } else {
-        const now = Date.now();
-        await kv.atomic().check(entry).set(jobKey(id), {
-          ...current,
-          state: "queued",
-          runAfter: now +
-            backoffMs(this.#ctx.config.jobBackoffMs, current.attempts),
-          leaseUntil: 0,
-          lastError: reason,
-          updatedAt: now,
-        }).commit();
-        await this.#updateRecording(
-          id,
-          (rec) =>
-            rec.status === "processing"
-              ? { ...rec, stage: `waiting to retry (${reason.slice(0, 200)})` }
-              : null,
-        );
-      }
-    } finally {
-      clearInterval(renew);
-    }
-  }
-
-  async #updateRecording(
-    id: string,
-    change: (rec: Recording) => Recording | null,
-  ): Promise<void> {
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const entry = await this.#ctx.kv.get<Recording>(recordingKey(id));
-      if (!entry.value) return;
-      const next = change(entry.value);
-      if (!next) return;
-      next.updatedAt = Date.now();
-      const atomic = this.#ctx.kv.atomic().check(entry).set(
-        recordingKey(id),
-        next,
-      );
-      addChange(this.#ctx, atomic, next);
-      if ((await atomic.commit()).ok) {
-        publishChange(this.#ctx, next);
-        return;
-      }
-    }
-  }
-
-  /**
-   * Commits the job `done` and the recording `complete`. Files published
-   * unflushed (`output.unflushed`) get an ["outputs_unflushed", id] entry in
-   * the same commit and are flushed right after it, then the entry goes: the
-   * status turns `complete` without waiting for the disk, and a machine crash
-   * before the flush is caught by the sweep (lib/maintenance.ts).
-   */
-  async #finishOk(
-    id: string,
-    jobStamp: string,
-    job: Job,
-    output: ProcessingOutput,
-  ): Promise<void> {
-    const kv = this.#ctx.kv;
-    const unflushed = output.unflushed?.length ? output.unflushed : undefined;
-    const boot = unflushed ? await bootId() : "";
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const rec = await kv.get<Recording>(recordingKey(id));
-      if (!rec.value) return;
-      const now = Date.now();
-      const next: Recording = {
-        ...rec.value,
-        status: "complete",
-        progress: 1,
-        stage: undefined,
-        error: undefined,
-        files: output.files,
-        poster: output.poster,
-        media: output.media,
-        durationS: output.durationS,
-        updatedAt: now,
-        finishedAt: now,
-      };
-      const atomic = kv.atomic()
-        .check(rec)
-        .check({ key: jobKey(id), versionstamp: jobStamp })
-        .set(recordingKey(id), next)
-        .set(finishedRecordingKey(now, id), id)
-        .set(jobKey(id), {
-          ...job,
-          state: "done",
-          leaseUntil: 0,
-          updatedAt: now,
-        })
-        .delete(activeJobKey(id));
-      const mark: UnflushedOutputs = { bootId: boot, at: now };
-      if (unflushed) atomic.set(unflushedOutputsKey(id), mark);
-      addChange(this.#ctx, atomic, next);
-      const res = await atomic.commit();
-      if (res.ok) {
-        publishChange(this.#ctx, next);
-        if (unflushed) {
-          await flushOutputs(this.#ctx, {
-            key: unflushedOutputsKey(id),
-            value: mark,
-            versionstamp: res.versionstamp,
-          }, unflushed);
+      let made = job.made;
+      const first = await read();
+      if (
+        !made && first?.chunksReceived === 0 && first.closedAt !== undefined
+      ) {
+        // Completed with no chunk: wait out the grace for the first one.
+        const end = await endState(ctx, first, { bytes: 0, chunks: 0 });
+        if (end.kind !== "changed") {
+          await lease.pause();
+          if (lease.lost) return;
+          if (end.kind === "wait") await parkJob(ctx, lease, end.until);
+          else await commitEmptyStop(ctx, id, lease.stamp);
+          return;
         }
-        return;
       }
-      const jobNow = await kv.get<Job>(jobKey(id));
-      if (jobNow.versionstamp !== jobStamp) return;
+      while (true) {
+        if (!made) {
+          // Written in order with what the run reports, while the run
+          // already starts; an attempt starts its progress over.
+          progress.start(
+            again
+              ? "processing again: a chunk arrived after the stop"
+              : job.attempts > 1
+              ? "retrying"
+              : "starting",
+          );
+          made = await this.#run(ctx, id, {
+            signal,
+            onProgress: (fraction, stage) => progress.report(fraction, stage),
+          });
+          await progress.settle();
+        }
+        const end = await endState(ctx, await read(), made.input);
+        if (end.kind === "changed") {
+          made = undefined;
+          again = true;
+          continue;
+        }
+        await lease.pause();
+        if (lease.lost || end.kind === "gone") return;
+        if (end.kind === "wait") {
+          // Late chunks may still come: the job waits without a worker.
+          await parkJob(ctx, lease, end.until, made);
+          return;
+        }
+        const done = await commitSuccess(ctx, id, lease.stamp, lease.job, made);
+        if (done !== "changed") return;
+        made = undefined;
+        again = true;
+        lease.resume();
+      }
+    } catch (err) {
+      await progress.settle();
+      await lease.pause();
+      if (lease.lost) return;
+      await this.#runFailed(id, lease, err);
+    } finally {
+      await lease.pause();
     }
   }
 
-  async #finishFailed(entry: Deno.KvEntry<Job>, reason: string): Promise<void> {
+  /** Hands a failed run back: queued again with backoff, or failed for good. */
+  async #runFailed(id: string, lease: JobLease, err: unknown): Promise<void> {
     const kv = this.#ctx.kv;
-    const id = entry.value.videoId;
-    const attempts = entry.value.attempts;
-    const error = `Processing failed after ${attempts} attempt${
-      attempts === 1 ? "" : "s"
-    }: ${reason}`;
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const rec = await kv.get<Recording>(recordingKey(id));
-      const now = Date.now();
-      const atomic = kv.atomic()
-        .check(entry)
+    const current = lease.job;
+    if (this.#stopped) {
+      // A graceful stop is not the job's fault: hand it back unchanged.
+      await kv.atomic().check({ key: jobKey(id), versionstamp: lease.stamp })
         .set(jobKey(id), {
-          ...entry.value,
-          state: "failed",
+          ...current,
+          made: undefined,
+          state: "queued",
+          attempts: current.attempts - 1,
+          runAfter: Date.now(),
           leaseUntil: 0,
-          lastError: reason,
-          updatedAt: now,
-        })
-        .delete(activeJobKey(id));
-      let next: Recording | undefined;
-      if (rec.value) {
-        next = {
-          ...rec.value,
-          status: "failed",
-          stage: undefined,
-          progress: undefined,
-          error,
-          updatedAt: now,
-          finishedAt: now,
-        };
-        atomic.check(rec).set(recordingKey(id), next)
-          .set(finishedRecordingKey(now, id), id);
-        addChange(this.#ctx, atomic, next);
-      }
-      const res = await atomic.commit();
-      if (res.ok) {
-        if (next) publishChange(this.#ctx, next);
-        return;
-      }
-      const fresh = await kv.get<Job>(jobKey(id));
-      if (fresh.versionstamp !== entry.versionstamp) return;
+          updatedAt: Date.now(),
+        }).commit().catch(() => {});
+      return;
     }
+    const reason = (err as Error).message || String(err);
+    const entry = await kv.get<Job>(jobKey(id));
+    if (entry.versionstamp !== lease.stamp || !entry.value) return;
+    if (current.attempts >= current.maxAttempts) {
+      await commitFailure(this.#ctx, entry as Deno.KvEntry<Job>, reason);
+      return;
+    }
+    const now = Date.now();
+    await kv.atomic().check(entry).set(jobKey(id), {
+      ...current,
+      made: undefined,
+      state: "queued",
+      runAfter: now +
+        backoffMs(this.#ctx.config.jobBackoffMs, current.attempts),
+      leaseUntil: 0,
+      lastError: reason,
+      updatedAt: now,
+    }).commit();
+    await writeRetryWait(this.#ctx, id, reason);
   }
 }

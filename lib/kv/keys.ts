@@ -14,6 +14,8 @@
  * | ["change_head"]                              | {@link ChangeEntry} (the newest change, for `watch`) |
  * | ["job_wakeup"]                               | time (ms) a job was last queued, for workers' `watch` |
  * | ["outputs_unflushed", id]                    | {@link UnflushedOutputs} (index: complete, files not yet fsynced) |
+ * | ["upload_partial", id]                       | id (index: tus partial uploads, for expiry) |
+ * | ["chunk_inflight", id, request]              | {@link InflightChunk} (a chunk request under way, with a shared KV) |
  *
  * `["outputs_unflushed", id]` is written in the same commit that makes a
  * recording `complete` (its finished files are renamed into place without
@@ -28,7 +30,7 @@
  * never copies. Every state change checks the record's versionstamp.
  */
 
-/** The four states of SPEC.md. */
+/** The four states of docs/api.md. */
 export type RecordingStatus =
   | "recording"
   | "processing"
@@ -72,7 +74,7 @@ export interface Recording {
   /** Where processing stands, in words ("queued", "remuxing", ...). */
   stage?: string;
   durationS?: number;
-  /** Finished video files (SPEC.md `completed_videos`). */
+  /** Finished video files (docs/api.md `completed_videos`). */
   files: string[];
   poster?: string;
   media?: MediaFacts;
@@ -92,8 +94,33 @@ export interface Recording {
   metadata?: Record<string, string>;
   /** Set once the recording's first bytes were seen to be WebM/MP4. */
   mediaChecked?: boolean;
-  /** How the recording arrives: the SPEC.md API or tus. */
+  /** How the recording arrives: the docs/api.md API or tus. */
   protocol?: "api" | "tus";
+  /**
+   * A tus `Upload-Concat: partial` upload: stored, never listed or
+   * processed, until a final upload takes its bytes.
+   */
+  partial?: boolean;
+  /** When the current processing run started (a worker claimed the job). */
+  runStartedAt?: number;
+  /**
+   * When the client completed the recording (complete_job, or a chunk with
+   * `last_chunk`): chunks arriving up to COMPLETE_GRACE_MS later are still
+   * taken, and processing ends only once none can come any more.
+   */
+  closedAt?: number;
+  /** The index of the recording's last chunk, when the client said it. */
+  lastChunk?: number;
+  /** A tus final upload: the partial uploads it was made of, in order. */
+  concat?: string[];
+}
+
+/** A chunk request under way (value of ["chunk_inflight", id, request]). */
+export interface InflightChunk {
+  /** When the request arrived (ms since epoch). */
+  at: number;
+  /** The marker is void after this (ms): its process died. */
+  until: number;
 }
 
 /** One stored chunk of a recording. */
@@ -129,6 +156,27 @@ export interface Job {
   lastError?: string;
   createdAt: number;
   updatedAt: number;
+  /**
+   * Files a run made and published (not yet listed) while chunks could
+   * still come: the job waits for the end of the recording's grace without
+   * holding a worker, then lists them, or processes again if a chunk came.
+   */
+  made?: MadeFiles;
+}
+
+/** What one processing run made of a recording. */
+export interface MadeFiles {
+  files: string[];
+  poster?: string;
+  media: MediaFacts;
+  durationS: number;
+  /** The chunks the run read: the files hold exactly these. */
+  input: { bytes: number; chunks: number };
+  /**
+   * Files that were moved into place without fsync. Whoever lists them
+   * must record that, then flush them (`Storage.syncFiles`).
+   */
+  unflushed?: string[];
 }
 
 /** Value of ["outputs_unflushed", id]: who published the files unflushed, and when. */
@@ -234,6 +282,26 @@ export function jobWakeupKey(): Deno.KvKey {
 /** ["outputs_unflushed", id]: the finished files of a complete recording are not yet fsynced. */
 export function unflushedOutputsKey(id: string): Deno.KvKey {
   return ["outputs_unflushed", id];
+}
+
+/** ["chunk_inflight", id, request]: a chunk request of recording `id` is under way. */
+export function inflightChunkKey(id: string, request: string): Deno.KvKey {
+  return ["chunk_inflight", id, request];
+}
+
+/** Prefix of the chunk requests under way for recording `id`. */
+export function inflightChunkPrefix(id: string): Deno.KvKey {
+  return ["chunk_inflight", id];
+}
+
+/** ["upload_partial", id]: present while a tus partial upload exists. */
+export function partialUploadKey(id: string): Deno.KvKey {
+  return ["upload_partial", id];
+}
+
+/** Prefix of the partial-uploads index. */
+export function partialUploadPrefix(): Deno.KvKey {
+  return ["upload_partial"];
 }
 
 /** Prefix of the unflushed-outputs index. */

@@ -131,7 +131,9 @@ export function startLiveFeed(ctx: AppContext): () => Promise<void> {
         }
       } catch (err) {
         if (stopped) break;
-        console.error("live feed: watching the change log failed:", err);
+        ctx.log.error("live feed: watching the change log failed", {
+          error: String(err),
+        });
       }
       if (stopped) break;
       failures++;

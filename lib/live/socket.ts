@@ -15,8 +15,11 @@ import {
 } from "../http/dashboard.ts";
 import { AppError } from "../core/errors.ts";
 import type { Recording } from "../kv/keys.ts";
-import { getRecording } from "../recordings/recordings.ts";
-import { type LiveMessage, toRecordingView } from "../../common/recording_view.ts";
+import { getRecording } from "../recordings/ids.ts";
+import {
+  type LiveMessage,
+  toRecordingView,
+} from "../../common/recording_view.ts";
 
 /** A client that has this much unsent data is too slow; it is closed and may reconnect. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
@@ -25,7 +28,7 @@ const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 export class UpgradeRequiredError extends AppError {
   constructor() {
     super(
-      426,
+      "upgrade_required",
       "This is a WebSocket endpoint; connect with a WebSocket client (Upgrade: websocket).",
       { Upgrade: "websocket" },
     );
@@ -36,7 +39,7 @@ export class UpgradeRequiredError extends AppError {
 export class ForbiddenOriginError extends AppError {
   constructor(origin: string) {
     super(
-      403,
+      "forbidden",
       `Pages from ${
         origin.slice(0, 100)
       } may not open live sockets here; add the origin to CORS_ORIGINS.`,
@@ -152,7 +155,7 @@ function followScope(
           ? err.message
           : "could not read the snapshot";
         if (!(err instanceof AppError)) {
-          console.error("live snapshot failed:", err);
+          ctx.log.error("live snapshot failed", { error: String(err) });
         }
         socket.close(
           err instanceof AppError ? 1008 : 1011,

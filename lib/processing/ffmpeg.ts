@@ -343,3 +343,13 @@ export async function probe(
     clearTimeout(timer);
   }
 }
+
+/** Says at start-up which ffmpeg and ffprobe are in use. */
+export function describeTools(tools: FfmpegTools): string {
+  if (tools.missing) {
+    return `WARNING: ${tools.missing}. Uploads work; processing jobs will fail until ffmpeg is available.`;
+  }
+  return `ffmpeg ${
+    tools.version.join(".")
+  } from ${tools.ffmpegSource} (${tools.ffmpeg}); ffprobe from ${tools.ffprobeSource} (${tools.ffprobe})`;
+}

@@ -13,6 +13,7 @@
 
 import { resolve } from "node:path";
 import type { AppContext } from "../core/context.ts";
+import type { Logger } from "../core/log.ts";
 import {
   FfmpegError,
   type FfmpegTools,
@@ -20,10 +21,10 @@ import {
   type ProbeResult,
   runFfmpeg,
 } from "./ffmpeg.ts";
-import type { MediaFacts } from "../kv/keys.ts";
+import type { MadeFiles, MediaFacts } from "../kv/keys.ts";
 import { readMatroskaHead } from "./matroska.ts";
-import { listChunks, openChunkStream } from "../recordings/recordings.ts";
-import type { ChunkRef } from "../storage/local.ts";
+import { listChunks, openChunkStream } from "../recordings/chunks.ts";
+import type { ChunkRef } from "../storage/storage.ts";
 
 /** Video codecs the MP4 container holds as they are. */
 const MP4_VIDEO = new Set(["h264", "hevc", "vp9", "av1"]);
@@ -34,18 +35,7 @@ const WEBM_VIDEO = new Set(["vp8", "vp9", "av1"]);
 const WEBM_AUDIO = new Set(["opus", "vorbis"]);
 
 /** What processing produced. */
-export interface ProcessingOutput {
-  files: string[];
-  poster?: string;
-  media: MediaFacts;
-  durationS: number;
-  /**
-   * Finished files that were moved into place without fsync. Whoever
-   * commits the result must record that, then flush them
-   * (`Storage.syncFiles`); see lib/jobs.ts.
-   */
-  unflushed?: string[];
-}
+export type ProcessingOutput = MadeFiles;
 
 /** How much of the recording's start is probed for its codecs (and makes the poster). */
 const PROBE_BYTES = 2 * 1024 * 1024;
@@ -177,6 +167,7 @@ async function makePoster(
   out: string,
   signal: AbortSignal,
   timeoutMs: number,
+  log: Logger,
 ): Promise<boolean> {
   for (const seek of [["-ss", "1"], []]) {
     try {
@@ -190,11 +181,10 @@ async function makePoster(
       ], { signal, timeoutMs });
     } catch (err) {
       if (signal.aborted) throw err;
-      console.warn(
-        `poster of ${out.split("/").at(-1)}: ${
-          (err as Error).message
-        }; the recording is published without a poster`,
-      );
+      log.warn("no poster: the recording is published without one", {
+        file: out.split("/").at(-1),
+        error: (err as Error).message,
+      });
       return false;
     }
     if (await exists(out)) return true;
@@ -398,6 +388,7 @@ export async function processRecording(
         `${work}/${posterName}`,
         posterControl.signal,
         Math.min(timeoutMs, POSTER_TIMEOUT_MS),
+        ctx.log,
       )
       : Promise.resolve(false);
     let posterSettled = false;
@@ -458,6 +449,7 @@ export async function processRecording(
       poster,
       media,
       durationS,
+      input: { bytes: total, chunks: chunks.length },
       unflushed: published,
     };
   } finally {

@@ -6,24 +6,20 @@
  */
 
 import type { AppContext } from "../core/context.ts";
+import { queueJob } from "../jobs/queue.ts";
 import {
   type ChunkEntry,
   chunkPrefix,
-  finishedRecordingKey,
   finishedRecordingPrefix,
   openRecordingPrefix,
+  partialUploadPrefix,
   type Recording,
   recordingKey,
   type UnflushedOutputs,
   unflushedOutputsPrefix,
 } from "../kv/keys.ts";
-import {
-  addChange,
-  completeRecording,
-  deleteRecording,
-  publishChange,
-  queueJob,
-} from "./recordings.ts";
+import { completeRecording, deleteRecording } from "./sessions.ts";
+import { updateRecording } from "./transitions.ts";
 
 /** What one sweep did. */
 export interface SweepReport {
@@ -76,40 +72,36 @@ export async function reprocessUnflushed(
   why: string,
 ): Promise<boolean> {
   const id = String(entry.key.at(-1));
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const rec = await ctx.kv.get<Recording>(recordingKey(id));
-    if (!rec.value || rec.value.status !== "complete") {
-      await ctx.kv.atomic().check(entry).delete(entry.key).commit();
-      return false;
-    }
-    const now = Date.now();
-    const next: Recording = {
-      ...rec.value,
-      status: "processing",
-      progress: 0,
-      stage: `queued again: ${why}`,
-      error: undefined,
-      finishedAt: undefined,
-      updatedAt: now,
-    };
-    const atomic = ctx.kv.atomic()
-      .check(rec)
-      .check(entry)
-      .set(recordingKey(id), next)
-      .delete(entry.key);
-    if (rec.value.finishedAt) {
-      atomic.delete(finishedRecordingKey(rec.value.finishedAt, id));
-    }
-    queueJob(ctx, atomic, id, now);
-    addChange(ctx, atomic, next);
-    if ((await atomic.commit()).ok) {
-      publishChange(ctx, next);
-      return true;
-    }
+  const now = Date.now();
+  let stale = false;
+  const result = await updateRecording(ctx, id, async (rec) => {
     const fresh = await ctx.kv.get(entry.key);
-    if (fresh.versionstamp !== entry.versionstamp) return false;
+    if (fresh.versionstamp !== entry.versionstamp) {
+      stale = true;
+      return null;
+    }
+    if (!rec || rec.status !== "complete") return null;
+    return {
+      next: {
+        ...rec,
+        status: "processing",
+        progress: 0,
+        stage: `queued again: ${why}`,
+        error: undefined,
+        finishedAt: undefined,
+        updatedAt: now,
+      },
+      checks: [entry],
+      extra(atomic) {
+        atomic.delete(entry.key);
+        queueJob(ctx, atomic, id, now);
+      },
+    };
+  });
+  if (!result.changed && !stale) {
+    await ctx.kv.atomic().check(entry).delete(entry.key).commit();
   }
-  return false;
+  return result.changed;
 }
 
 /**
@@ -136,11 +128,10 @@ export async function flushOutputs(
   try {
     await ctx.storage.syncFiles(id, names);
   } catch (err) {
-    console.error(
-      `flushing the finished files of ${id} failed (${
-        (err as Error).message
-      }); processing it again`,
-    );
+    ctx.log.error("flushing finished files failed; processing again", {
+      recording: id,
+      error: (err as Error).message,
+    });
     return await reprocessUnflushed(
         ctx,
         entry,
@@ -190,7 +181,10 @@ export async function recoverUnflushedOutputs(
         )
       ) reprocessed.push(id);
     } catch (err) {
-      console.error(`settling the unflushed files of ${id} failed:`, err);
+      ctx.log.error("settling unflushed files failed", {
+        recording: id,
+        error: String(err),
+      });
     }
   }
   return { flushed, reprocessed };
@@ -198,7 +192,8 @@ export async function recoverUnflushedOutputs(
 
 /**
  * Finalizes recordings that got no chunk for RECORDING_IDLE_TIMEOUT_S (as if
- * completed) when they have data, and removes the empty ones.
+ * completed) when they have data, and removes the empty ones and the tus
+ * partial uploads that no final upload claimed.
  */
 export async function expireIdleRecordings(
   ctx: AppContext,
@@ -219,11 +214,30 @@ export async function expireIdleRecordings(
         await completeRecording(ctx, rec.id, { expired: true });
         finalized.push(rec.id);
       } else {
-        await deleteRecording(ctx, rec.id);
+        await deleteRecording(ctx, rec.id, { cause: "expired" });
         removed.push(rec.id);
       }
     } catch (err) {
-      console.error(`idle expiry of ${rec.id} failed:`, err);
+      ctx.log.error("idle expiry failed", {
+        recording: rec.id,
+        error: String(err),
+      });
+    }
+  }
+  for await (
+    const e of ctx.kv.list<string>({ prefix: partialUploadPrefix() })
+  ) {
+    const rec = (await ctx.kv.get<Recording>(recordingKey(e.value))).value;
+    if (!rec) continue;
+    if ((rec.lastChunkAt ?? rec.createdAt) + idleMs > now) continue;
+    try {
+      await deleteRecording(ctx, rec.id, { cause: "expired" });
+      removed.push(rec.id);
+    } catch (err) {
+      ctx.log.error("idle expiry of a partial upload failed", {
+        recording: rec.id,
+        error: String(err),
+      });
     }
   }
   return { finalized, removed };
@@ -247,7 +261,10 @@ export async function applyRetention(
       await deleteRecording(ctx, e.value);
       deleted.push(e.value);
     } catch (err) {
-      console.error(`retention delete of ${e.value} failed:`, err);
+      ctx.log.error("retention delete failed", {
+        recording: e.value,
+        error: String(err),
+      });
       await ctx.kv.delete(e.key);
     }
   }

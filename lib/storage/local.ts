@@ -1,145 +1,24 @@
 /**
- * Where the bytes live. The service talks to {@link Storage} only; today the
- * one implementation keeps files under the data folder, and an object store
- * can implement the same interface later (chunks are write-once objects,
- * finished files are published whole).
+ * Local-disk storage under `<dataDir>/recordings/<id>/`: every chunk of a
+ * recording is appended to one data file (one fdatasync per chunk), finished
+ * files are renamed into place.
  */
 
 import { createHash } from "node:crypto";
 import { statfs } from "node:fs/promises";
 import { join } from "node:path";
-import {
-  RequestTimeoutError,
-  StorageFullError,
-  TooLargeError,
-} from "../core/errors.ts";
-import { openLocalRange, type StoredFileInfo } from "../http/http_file.ts";
+import { fromSystemError, StorageFullError } from "../core/errors.ts";
+import { bodyStalled, PieceReader } from "./body_reader.ts";
+import { openLocalRange } from "./local_file.ts";
 import { DropBehind } from "./page_cache.ts";
-
-/** Where a stored chunk's bytes are: a storage name, and a byte range in it. */
-export interface ChunkRef {
-  /** Storage name holding the chunk. */
-  file: string;
-  /** Where the chunk starts in `file` (0 when it has the file to itself). */
-  offset?: number;
-  size: number;
-}
-
-/** The result of storing one chunk. */
-export interface StoredChunk extends ChunkRef {
-  /**
-   * Must be called once the chunk is committed (`true`) or dropped
-   * (`false`: its bytes are freed). Until then the writer may hold storage
-   * resources of the recording.
-   */
-  settle(kept: boolean): Promise<void>;
-  /** The first bytes of the chunk (up to 16), to recognise a media header. */
-  head: Uint8Array;
-  /** Base64 digest of the bytes with the algorithm asked for, if any. */
-  digest?: string;
-}
-
-/** Options of {@link Storage.writeChunk}. */
-export interface WriteChunkOptions {
-  /** Also compute this digest (e.g. "sha1" for a tus Upload-Checksum). */
-  digest?: "sha1" | "sha256" | "md5";
-  /** Fail with a 408 when the body sends nothing for this long. */
-  idleMs?: number;
-}
-
-/** The narrow storage interface used by recordings and processing. */
-export interface Storage {
-  /** Prepares room for a new recording. */
-  createRecording(videoId: string): Promise<void>;
-  /**
-   * Streams one chunk body to durable storage. Resolves only once the bytes
-   * are flushed. Throws {@link TooLargeError} past `maxBytes` (without
-   * reading the rest) and {@link StorageFullError} when the disk is full; in
-   * both cases, and when the body fails, nothing of it is kept.
-   */
-  writeChunk(
-    videoId: string,
-    body: ReadableStream<Uint8Array> | Uint8Array,
-    maxBytes: number,
-    options?: WriteChunkOptions,
-  ): Promise<StoredChunk>;
-  /** Whether two stored chunks hold the same bytes (to tell a retry from a clash). */
-  sameBytes(videoId: string, a: ChunkRef, b: ChunkRef): Promise<boolean>;
-  /** Opens one stored chunk's bytes. */
-  openChunk(
-    videoId: string,
-    chunk: ChunkRef,
-  ): Promise<ReadableStream<Uint8Array>>;
-  /**
-   * Frees what was written for a recording but is not among `kept` (the
-   * committed chunks): the leftovers of a crash between a write and its
-   * commit. Returns how many bytes were freed. Call it when no write is in
-   * flight (at start-up).
-   */
-  trimChunks(videoId: string, kept: ChunkRef[]): Promise<number>;
-  /** Concatenates chunks, in the given order, into a local file. */
-  assemble(
-    videoId: string,
-    chunks: ChunkRef[],
-    destPath: string,
-  ): Promise<number>;
-  /** A fresh local scratch folder for processing this recording. */
-  makeWorkDir(videoId: string): Promise<string>;
-  /** Removes a scratch folder made by {@link makeWorkDir}. */
-  removeWorkDir(path: string): Promise<void>;
-  /**
-   * Moves a finished local file into place atomically under `name`, flushed
-   * to disk first. With `sync: false` it is only renamed into place: the
-   * caller must call {@link syncFiles} before relying on it surviving a
-   * machine crash.
-   */
-  publishFile(
-    videoId: string,
-    name: string,
-    localPath: string,
-    options?: { sync?: boolean },
-  ): Promise<StoredFileInfo>;
-  /**
-   * Flushes finished files (published with `sync: false`) and their folder
-   * to disk. Throws when a file is missing or cannot be flushed.
-   */
-  syncFiles(videoId: string, names: string[]): Promise<void>;
-  /**
-   * The local file that holds exactly `chunks`, one after another in the
-   * given order from offset 0, so a tool can read it in place: its path, and
-   * `end`, the offset where the last chunk ends (the file may be longer).
-   * Null when the chunks are not laid out that way (or the storage is not
-   * local).
-   */
-  localPathOf(
-    videoId: string,
-    chunks: ChunkRef[],
-  ): Promise<{ path: string; end: number } | null>;
-  /** Facts about a finished file, or null when there is none. */
-  statFile(videoId: string, name: string): Promise<StoredFileInfo | null>;
-  /** Opens bytes [start, end] of a finished file. */
-  openFile(
-    videoId: string,
-    name: string,
-    start: number,
-    end: number,
-  ): Promise<ReadableStream<Uint8Array>>;
-  /** Removes everything held for a recording. */
-  removeRecording(videoId: string): Promise<void>;
-  /** Ids of every recording that has anything stored. */
-  listRecordingIds(): Promise<string[]>;
-  /** Removes every scratch folder (after a crash). */
-  removeAllWorkDirs(): Promise<void>;
-  /** Releases what the storage holds open between calls (file handles). */
-  close(): void;
-}
-
-function isNoSpace(err: unknown): boolean {
-  const e = err as { code?: string; message?: string };
-  return e?.code === "ENOSPC" || /no space left|os error 28/i.test(
-    String(e?.message ?? ""),
-  );
-}
+import {
+  type ChunkRef,
+  chunkTooLarge,
+  type Storage,
+  type StoredChunk,
+  type StoredFileInfo,
+  type WriteChunkOptions,
+} from "./storage.ts";
 
 async function syncDir(path: string): Promise<void> {
   const dir = await Deno.open(path, { read: true });
@@ -155,109 +34,6 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   while (offset < bytes.length) {
     offset += await file.write(bytes.subarray(offset));
   }
-}
-
-/** Body bytes gathered per file write. */
-const PIECE_BYTES = 256 * 1024;
-/** Gather buffers kept for reuse between requests. */
-const spareBuffers: ArrayBuffer[] = [];
-/** Always kept (4 MiB): enough for the chunks in flight at a steady load. */
-const SPARE_BUFFERS_BASE = 16;
-/**
- * Kept while buffers ran short in the last {@link SPARE_SHORTAGE_MS} (16
- * MiB): under a burst every body past the spares would get a new buffer,
- * whose fresh pages the kernel must fault in and zero, which costs the CPU
- * the burst needs. Once no buffer ran short for that long, extras are let go.
- */
-const SPARE_BUFFERS_MAX = 64;
-const SPARE_SHORTAGE_MS = 10_000;
-let lastShortageAt = -Infinity;
-
-function takeSpareBuffer(): ArrayBuffer {
-  const spare = spareBuffers.pop();
-  if (spare) return spare;
-  lastShortageAt = Date.now();
-  return new ArrayBuffer(PIECE_BYTES);
-}
-
-function returnSpareBuffer(buffer: ArrayBuffer): void {
-  if (buffer.byteLength !== PIECE_BYTES) return;
-  const keep = spareBuffers.length < SPARE_BUFFERS_BASE ||
-    (spareBuffers.length < SPARE_BUFFERS_MAX &&
-      Date.now() - lastShortageAt < SPARE_SHORTAGE_MS);
-  if (keep) spareBuffers.push(buffer);
-}
-
-/**
- * Reads a request body in pieces of up to {@link PIECE_BYTES}. A byte
- * stream (a request body) is read with a BYOB reader into a buffer reused
- * from request to request, so receiving a chunk allocates nothing per read
- * (no garbage for the collector, no growth of the allocator's heap); other
- * streams are read as they come. A piece is valid until the next call.
- */
-class PieceReader {
-  #byob?: ReadableStreamBYOBReader;
-  #plain?: ReadableStreamDefaultReader<Uint8Array>;
-  #buffer?: ArrayBuffer;
-  #done = false;
-
-  constructor(body: ReadableStream<Uint8Array>) {
-    try {
-      this.#byob = body.getReader({ mode: "byob" });
-      this.#buffer = takeSpareBuffer();
-    } catch {
-      this.#plain = body.getReader();
-    }
-  }
-
-  /**
-   * The next piece, or null at the end; `onBytes` is called as bytes
-   * arrive. A piece returns as soon as it holds more than `allowed` bytes,
-   * so a body over its limit is refused without waiting for more.
-   */
-  async next(onBytes: () => void, allowed: number): Promise<Uint8Array | null> {
-    if (this.#plain) {
-      const { done, value } = await this.#plain.read();
-      if (!done) onBytes();
-      return done ? null : value;
-    }
-    let filled = 0;
-    const want = Math.min(PIECE_BYTES, Math.max(0, allowed) + 1);
-    while (!this.#done && filled < want) {
-      const { done, value } = await this.#byob!.read(
-        new Uint8Array(this.#buffer!, filled, PIECE_BYTES - filled),
-      );
-      if (!value) {
-        // Cancelled: the buffer went with the read.
-        this.#buffer = undefined;
-        this.#done = true;
-        throw new Error("The chunk body was cancelled while being read.");
-      }
-      this.#buffer = value.buffer as ArrayBuffer;
-      filled += value.length;
-      if (value.length > 0) onBytes();
-      if (done) this.#done = true;
-    }
-    return filled > 0 || !this.#done
-      ? new Uint8Array(this.#buffer!, 0, filled)
-      : null;
-  }
-
-  cancel(): void {
-    (this.#byob ?? this.#plain)!.cancel().catch(() => {});
-  }
-
-  release(): void {
-    (this.#byob ?? this.#plain)!.releaseLock();
-    if (this.#buffer) returnSpareBuffer(this.#buffer);
-    this.#buffer = undefined;
-  }
-}
-
-function bodyStalled(idleMs: number): RequestTimeoutError {
-  return new RequestTimeoutError(
-    `The chunk body stalled: nothing arrived for ${idleMs} ms (BODY_IDLE_TIMEOUT_MS); nothing was stored. Send it again.`,
-  );
 }
 
 /** The file every chunk of a recording is appended to. */
@@ -323,9 +99,7 @@ export class LocalStorage implements Storage {
     const s = await statfs(this.root);
     const free = Number(s.bavail) * Number(s.bsize);
     if (free - incoming < this.minFreeBytes) {
-      throw new StorageFullError(
-        "The server's storage is full; the chunk was not stored. Retry it later.",
-      );
+      throw new StorageFullError();
     }
   }
 
@@ -467,12 +241,7 @@ export class LocalStorage implements Storage {
       handle?.close();
       if (!append) await Deno.remove(path).catch(() => {});
       release();
-      if (isNoSpace(err)) {
-        throw new StorageFullError(
-          "The server's storage is full; the chunk was not stored. Retry it later.",
-        );
-      }
-      throw err;
+      throw fromSystemError(err);
     }
   }
 
@@ -735,11 +504,4 @@ export class LocalStorage implements Storage {
       },
     );
   }
-}
-
-/** The 413 for a chunk over MAX_CHUNK_BYTES. */
-export function chunkTooLarge(maxBytes: number): TooLargeError {
-  return new TooLargeError(
-    `The chunk is larger than the limit of ${maxBytes} bytes (MAX_CHUNK_BYTES); send smaller chunks.`,
-  );
 }

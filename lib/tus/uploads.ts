@@ -7,243 +7,47 @@
  */
 
 import type { AppContext } from "../core/context.ts";
-import { AppError, BadRequestError, TooLargeError } from "../core/errors.ts";
-import { type Recording, recordingKey } from "../kv/keys.ts";
 import {
-  assertAcceptsChunks,
-  commitChunk,
+  BadRequestError,
+  ConflictError,
+  ForbiddenError,
+  TooLargeError,
+} from "../core/errors.ts";
+import { authorizeParts } from "../http/access.ts";
+import { concatenateUploads, finishedPartials } from "./concat.ts";
+import type { Recording } from "../kv/keys.ts";
+import { assertAcceptsChunks, commitChunk } from "../recordings/chunks.ts";
+import { getRecording, unknownRecording } from "../recordings/ids.ts";
+import {
   completeRecording,
   createRecording,
   deleteRecording,
-  getRecording,
-  getRecordingEntry,
-} from "../recordings/recordings.ts";
+} from "../recordings/sessions.ts";
+import { updateRecording } from "../recordings/transitions.ts";
+import {
+  assertTusVersion,
+  ChecksumMismatchError,
+  GoneError,
+  OFFSET_TYPE,
+  OffsetTypeError,
+  parseChecksum,
+  parseLength,
+  parseUploadConcat,
+  parseUploadMetadata,
+  uploadHeaders,
+} from "./protocol.ts";
 
-/** The protocol version spoken. */
-export const TUS_VERSION = "1.0.0";
-/** Extensions supported, as announced by OPTIONS. */
-export const TUS_EXTENSIONS = [
-  "creation",
-  "creation-with-upload",
-  "creation-defer-length",
-  "checksum",
-  "termination",
-  "expiration",
-];
-const CHECKSUMS = ["sha1", "sha256", "md5"] as const;
-type ChecksumAlgorithm = typeof CHECKSUMS[number];
-const OFFSET_TYPE = "application/offset+octet-stream";
-
-/** 412: the client speaks a tus version we do not. */
-export class TusVersionError extends AppError {
-  constructor(got: string | null) {
-    super(
-      412,
-      got
-        ? `tus version ${got} is not supported; this server speaks ${TUS_VERSION}.`
-        : `The Tus-Resumable header is missing; send Tus-Resumable: ${TUS_VERSION}.`,
-      { "Tus-Version": TUS_VERSION },
-    );
-  }
-}
-
-/** 460: the Upload-Checksum did not match the bytes received. */
-export class ChecksumMismatchError extends AppError {
-  constructor(algorithm: string) {
-    super(
-      460,
-      `The ${algorithm} checksum of the body does not match Upload-Checksum; nothing was stored. Send the chunk again.`,
-    );
-  }
-}
-
-/** 410: the upload expired (it was finalized or removed for being idle). */
-export class GoneError extends AppError {
-  constructor(message: string) {
-    super(410, message);
-  }
-}
-
-/** 415 for a PATCH whose Content-Type is not application/offset+octet-stream. */
-class OffsetTypeError extends AppError {
-  constructor() {
-    super(
-      415,
-      `A tus PATCH must have Content-Type: ${OFFSET_TYPE}.`,
-    );
-  }
-}
-
-/** Headers every tus response carries. */
-export function tusHeaders(): Record<string, string> {
-  return { "Tus-Resumable": TUS_VERSION };
-}
-
-/** The headers of the OPTIONS (discovery) answer. */
-export function tusDiscoveryHeaders(ctx: AppContext): Record<string, string> {
-  return {
-    "Tus-Resumable": TUS_VERSION,
-    "Tus-Version": TUS_VERSION,
-    "Tus-Max-Size": String(ctx.config.maxRecordingBytes),
-    "Tus-Extension": TUS_EXTENSIONS.join(","),
-    "Tus-Checksum-Algorithm": CHECKSUMS.join(","),
-  };
-}
-
-/** Throws a 412 unless the request says Tus-Resumable: 1.0.0. */
-export function assertTusVersion(req: Request): void {
-  const got = req.headers.get("tus-resumable");
-  if (got !== TUS_VERSION) throw new TusVersionError(got);
-}
-
-function parseLength(raw: string | null, name: string): number | undefined {
-  if (raw === null) return undefined;
-  if (!/^\d{1,16}$/.test(raw.trim())) {
-    throw new BadRequestError(
-      `${name} must be a non-negative whole number, got "${raw.slice(0, 40)}".`,
-    );
-  }
-  return Number(raw.trim());
-}
-
-/**
- * Decodes and validates Upload-Metadata: comma-separated `key base64value`
- * pairs. `filename` must be a plain name, `filetype` a video or audio type.
- */
-export function parseUploadMetadata(
-  raw: string | null,
-): Record<string, string> | undefined {
-  if (raw === null || raw.trim() === "") return undefined;
-  if (raw.length > 4096) {
-    throw new BadRequestError("Upload-Metadata is longer than 4096 bytes.");
-  }
-  const out: Record<string, string> = {};
-  for (const pair of raw.split(",")) {
-    const [key, value, extra] = pair.trim().split(" ");
-    if (!key || extra !== undefined || !/^[\x21-\x2b\x2d-\x7e]+$/.test(key)) {
-      throw new BadRequestError(
-        `Upload-Metadata has a malformed pair "${
-          pair.slice(0, 60)
-        }"; use "key base64value".`,
-      );
-    }
-    if (Object.hasOwn(out, key)) {
-      throw new BadRequestError(`Upload-Metadata repeats the key "${key}".`);
-    }
-    let decoded = "";
-    if (value !== undefined && value !== "") {
-      try {
-        const bytes = (Uint8Array as unknown as {
-          fromBase64(s: string): Uint8Array;
-        }).fromBase64(value);
-        decoded = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-      } catch {
-        throw new BadRequestError(
-          `Upload-Metadata value of "${key}" is not base64 of UTF-8 text.`,
-        );
-      }
-    }
-    out[key] = decoded;
-  }
-  const filename = out.filename;
-  if (
-    filename !== undefined &&
-    (filename.length > 255 || /[\/\\]/.test(filename) ||
-      [...filename].some((ch) => ch.charCodeAt(0) < 0x20))
-  ) {
-    throw new BadRequestError(
-      "Upload-Metadata filename must be a plain file name (no slashes or control characters, at most 255 characters).",
-    );
-  }
-  const filetype = out.filetype;
-  if (
-    filetype !== undefined &&
-    !/^(video|audio)\/[\w.+-]+(\s*;.{0,200})?$/i.test(filetype)
-  ) {
-    throw new BadRequestError(
-      `Upload-Metadata filetype must be a video or audio type, got "${
-        filetype.slice(0, 60)
-      }".`,
-    );
-  }
-  return out;
-}
-
-/** Encodes metadata back into Upload-Metadata form. */
-export function formatUploadMetadata(meta: Record<string, string>): string {
-  return Object.entries(meta).map(([k, v]) =>
-    v === "" ? k : `${k} ${
-      (new TextEncoder().encode(v) as unknown as {
-        toBase64(): string;
-      }).toBase64()
-    }`
-  ).join(",");
-}
-
-function parseChecksum(
-  raw: string | null,
-): { algorithm: ChecksumAlgorithm; expected: string } | undefined {
-  if (raw === null) return undefined;
-  const [algorithm, expected] = raw.trim().split(" ");
-  if (!CHECKSUMS.includes(algorithm as ChecksumAlgorithm)) {
-    throw new BadRequestError(
-      `Upload-Checksum algorithm "${
-        (algorithm ?? "").slice(0, 20)
-      }" is not supported; use one of ${CHECKSUMS.join(", ")}.`,
-    );
-  }
-  if (!expected || !/^[A-Za-z0-9+/]+={0,2}$/.test(expected)) {
-    throw new BadRequestError(
-      "Upload-Checksum must be '<algorithm> <base64>'.",
-    );
-  }
-  return { algorithm: algorithm as ChecksumAlgorithm, expected };
-}
-
-/** Upload-Expires for a recording, when idle expiry is on. */
-export function uploadExpires(
-  ctx: AppContext,
-  rec: Recording,
-): string | undefined {
-  const idle = ctx.config.recordingIdleTimeoutS;
-  if (idle <= 0 || rec.status !== "recording") return undefined;
-  return new Date((rec.lastChunkAt ?? rec.createdAt) + idle * 1000)
-    .toUTCString();
-}
-
-/** The headers of HEAD (and of a PATCH answer) for an upload. */
-export function uploadHeaders(
-  ctx: AppContext,
-  rec: Recording,
-): Record<string, string> {
-  const h: Record<string, string> = {
-    ...tusHeaders(),
-    "Upload-Offset": String(rec.bytesReceived),
-    "Cache-Control": "no-store",
-  };
-  const length = rec.uploadLength ??
-    (rec.status === "recording" ? undefined : rec.bytesReceived);
-  if (length !== undefined) h["Upload-Length"] = String(length);
-  else h["Upload-Defer-Length"] = "1";
-  if (rec.metadata) h["Upload-Metadata"] = formatUploadMetadata(rec.metadata);
-  const expires = uploadExpires(ctx, rec);
-  if (expires) h["Upload-Expires"] = expires;
-  return h;
-}
-
-async function setUploadFacts(
+/** Sets a deferred Upload-Length, once. */
+async function setUploadLength(
   ctx: AppContext,
   id: string,
-  facts: Partial<Recording>,
-): Promise<Recording> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const entry = await getRecordingEntry(ctx, id);
-    const next = { ...entry.value, ...facts, updatedAt: Date.now() };
-    const res = await ctx.kv.atomic().check(entry).set(recordingKey(id), next)
-      .commit();
-    if (res.ok) return next;
-  }
-  throw new Error(`could not update upload ${id}`);
+  length: number,
+): Promise<void> {
+  await updateRecording(ctx, id, (rec) => {
+    if (!rec) throw unknownRecording(id);
+    if (rec.uploadLength !== undefined) return null;
+    return { next: { ...rec, uploadLength: length, updatedAt: Date.now() } };
+  });
 }
 
 async function appendPatch(
@@ -274,11 +78,46 @@ async function appendPatch(
   rec ??= await getRecording(ctx, id);
   if (
     rec.uploadLength !== undefined && rec.bytesReceived === rec.uploadLength &&
-    rec.status === "recording"
+    rec.status === "recording" && !rec.partial
   ) {
-    rec = (await completeRecording(ctx, id)).recording;
+    return (await completeRecording(ctx, id)).recording;
   }
   return rec;
+}
+
+function bodyPresent(req: Request): boolean {
+  return req.body !== null &&
+    (Number(req.headers.get("content-length") ?? 0) > 0 ||
+      /chunked/i.test(req.headers.get("transfer-encoding") ?? ""));
+}
+
+/**
+ * POST /files/ with `Upload-Concat: final;...`: one recording of the named
+ * finished partial uploads, completed at once. It takes no length and no
+ * body; with REQUIRE_UPLOAD_TOKEN it needs every part's token.
+ */
+async function createFinalUpload(
+  ctx: AppContext,
+  req: Request,
+  concat: { ids: string[]; urls: string[] },
+  metadata: Record<string, string> | undefined,
+): Promise<CreatedUpload> {
+  if (
+    req.headers.has("upload-length") || req.headers.has("upload-defer-length")
+  ) {
+    throw new BadRequestError(
+      "A final upload (Upload-Concat: final) takes its length from its parts; send no Upload-Length.",
+    );
+  }
+  if (bodyPresent(req)) {
+    req.body?.cancel().catch(() => {});
+    throw new BadRequestError(
+      "A final upload (Upload-Concat: final) takes no body; upload the bytes to the partial uploads.",
+    );
+  }
+  const parts = await finishedPartials(ctx, concat.ids);
+  authorizeParts(ctx.config, req, parts);
+  return await concatenateUploads(ctx, parts, { metadata, urls: concat.urls });
 }
 
 /** What creating an upload returns. */
@@ -297,6 +136,11 @@ export async function createUpload(
   req: Request,
 ): Promise<CreatedUpload> {
   assertTusVersion(req);
+  const concat = parseUploadConcat(req.headers.get("upload-concat"));
+  const metadata = parseUploadMetadata(req.headers.get("upload-metadata"));
+  if (concat?.kind === "final") {
+    return await createFinalUpload(ctx, req, concat, metadata);
+  }
   const length = parseLength(req.headers.get("upload-length"), "Upload-Length");
   const defer = req.headers.get("upload-defer-length");
   if (length === undefined && defer !== "1") {
@@ -317,21 +161,20 @@ export async function createUpload(
       `Upload-Length ${length} is over the limit of ${ctx.config.maxRecordingBytes} bytes (MAX_RECORDING_BYTES).`,
     );
   }
-  const metadata = parseUploadMetadata(req.headers.get("upload-metadata"));
-  const hasBody = req.body !== null &&
-    (Number(req.headers.get("content-length") ?? 0) > 0 ||
-      /chunked/i.test(req.headers.get("transfer-encoding") ?? ""));
+  const hasBody = bodyPresent(req);
   if (hasBody && req.headers.get("content-type") !== OFFSET_TYPE) {
     req.body?.cancel().catch(() => {});
     throw new OffsetTypeError();
   }
-  const { recording, uploadToken } = await createRecording(ctx);
-  let rec = await setUploadFacts(ctx, recording.id, {
+  const created = await createRecording(ctx, {
     uploadLength: length,
     metadata,
     protocol: "tus",
     mimeType: metadata?.filetype?.slice(0, 100),
+    partial: concat?.kind === "partial" || undefined,
   });
+  const { uploadToken } = created;
+  let rec = created.recording;
   if (hasBody) rec = await appendPatch(ctx, rec.id, req, 0);
   return { recording: rec, uploadToken };
 }
@@ -358,6 +201,12 @@ export async function patchUpload(
 ): Promise<Record<string, string>> {
   assertTusVersion(req);
   const rec = await getRecording(ctx, id);
+  if (rec.concat) {
+    req.body?.cancel().catch(() => {});
+    throw new ForbiddenError(
+      `Upload ${id} is a final upload made of its parts; it takes no PATCH.`,
+    );
+  }
   if (rec.status !== "recording") {
     req.body?.cancel().catch(() => {});
     if (rec.expired) {
@@ -394,13 +243,12 @@ export async function patchUpload(
       );
     }
     if (rec.uploadLength === undefined) {
-      await setUploadFacts(ctx, id, { uploadLength: newLength });
+      await setUploadLength(ctx, id, newLength);
     }
   }
   if (offset !== rec.bytesReceived) {
     req.body?.cancel().catch(() => {});
-    throw new AppError(
-      409,
+    throw new ConflictError(
       `Upload-Offset ${offset} does not match the ${rec.bytesReceived} bytes the server holds; resume from ${rec.bytesReceived}.`,
     );
   }

@@ -1,0 +1,135 @@
+/**
+ * The tus `concatenation` extension, as tusd has it: `Upload-Concat:
+ * partial` uploads are stored but are no recordings (never listed, never
+ * processed); `Upload-Concat: final;<urls>` makes one recording of finished
+ * partials, in order, and completes it. This is what tus-js-client's
+ * `parallelUploads` sends. The final recording is built hidden (as a
+ * partial) and shown and completed in one commit, so a crash half way
+ * leaves nothing but uploads that expire; the partials are removed once it
+ * is complete.
+ */
+
+import type { AppContext } from "../core/context.ts";
+import {
+  BadRequestError,
+  TooLargeError,
+  UnsupportedMediaError,
+} from "../core/errors.ts";
+import { fromBase64 } from "../core/base64.ts";
+import { mediaKind } from "../core/media_sniff.ts";
+import { queueJob } from "../jobs/queue.ts";
+import { type ChunkEntry, chunkKey, type Recording } from "../kv/keys.ts";
+import { commitChunk, listChunks } from "../recordings/chunks.ts";
+import { getRecording, unknownRecording } from "../recordings/ids.ts";
+import {
+  type CreatedRecording,
+  createRecording,
+  deleteRecording,
+} from "../recordings/sessions.ts";
+import { updateRecording } from "../recordings/transitions.ts";
+
+/**
+ * The partial uploads a final upload names, checked: each exists, is a
+ * partial upload and is finished. Throws a 400 naming the first that is not.
+ */
+export async function finishedPartials(
+  ctx: AppContext,
+  ids: string[],
+): Promise<Recording[]> {
+  const parts: Recording[] = [];
+  for (const id of ids) {
+    const rec = await getRecording(ctx, id).catch(() => null);
+    if (!rec) {
+      throw new BadRequestError(
+        `Upload-Concat names upload ${id}, which does not exist (or expired).`,
+      );
+    }
+    if (!rec.partial || rec.concat) {
+      throw new BadRequestError(
+        `Upload-Concat names upload ${id}, which is not a partial upload (create parts with Upload-Concat: partial).`,
+      );
+    }
+    if (
+      rec.uploadLength === undefined || rec.bytesReceived !== rec.uploadLength
+    ) {
+      throw new BadRequestError(
+        `Upload-Concat names upload ${id}, which is not finished: it holds ${rec.bytesReceived} of ${
+          rec.uploadLength ?? "an unknown number of"
+        } bytes.`,
+      );
+    }
+    parts.push(rec);
+  }
+  return parts;
+}
+
+/** Throws a 415 unless the first partial starts like a WebM or MP4 file. */
+async function assertMediaStart(ctx: AppContext, first: Recording) {
+  const head = (await ctx.kv.get<ChunkEntry>(chunkKey(first.id, 0))).value
+    ?.head;
+  if (!head || !mediaKind(fromBase64(head))) {
+    throw new UnsupportedMediaError(
+      `Upload ${first.id}, the first part, does not start like a WebM/Matroska or MP4 file; concatenate the parts of a recording in order.`,
+    );
+  }
+}
+
+/**
+ * Makes one recording of finished partial uploads (already checked by
+ * {@link finishedPartials}, and authorized by the caller), in order, and
+ * completes it.
+ */
+export async function concatenateUploads(
+  ctx: AppContext,
+  parts: Recording[],
+  fields: { metadata?: Record<string, string>; urls: string[] },
+): Promise<CreatedRecording> {
+  const total = parts.reduce((n, p) => n + p.bytesReceived, 0);
+  if (total > ctx.config.maxRecordingBytes) {
+    throw new TooLargeError(
+      `The parts hold ${total} bytes together, over the limit of ${ctx.config.maxRecordingBytes} bytes (MAX_RECORDING_BYTES).`,
+    );
+  }
+  await assertMediaStart(ctx, parts[0]);
+  const created = await createRecording(ctx, {
+    partial: true,
+    protocol: "tus",
+    uploadLength: total,
+    metadata: fields.metadata,
+    mimeType: fields.metadata?.filetype?.slice(0, 100) ?? parts[0].mimeType,
+  });
+  const id = created.recording.id;
+  let index = 0;
+  for (const part of parts) {
+    for (const chunk of await listChunks(ctx, part.id)) {
+      const stored = await ctx.storage.writeChunk(
+        id,
+        await ctx.storage.openChunk(part.id, chunk),
+        ctx.config.maxChunkBytes,
+      );
+      await commitChunk(ctx, id, stored, { index: index++ });
+    }
+  }
+  const now = Date.now();
+  const shown = await updateRecording(ctx, id, (rec) => {
+    if (!rec) throw unknownRecording(id);
+    return {
+      next: {
+        ...rec,
+        partial: undefined,
+        concat: fields.urls,
+        mediaChecked: true,
+        status: "processing",
+        progress: 0,
+        stage: "queued",
+        closedAt: now,
+        updatedAt: now,
+      },
+      extra: (atomic) => queueJob(ctx, atomic, id, now),
+    };
+  });
+  for (const part of parts) {
+    await deleteRecording(ctx, part.id).catch(() => {});
+  }
+  return { recording: shown.recording!, uploadToken: created.uploadToken };
+}
