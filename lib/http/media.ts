@@ -7,7 +7,7 @@ import type { AppContext } from "../core/context.ts";
 import { NotFoundError } from "../core/errors.ts";
 import { contentTypeFor, fileResponse } from "./http_file.ts";
 import type { Recording } from "../kv/keys.ts";
-import { openSource } from "../recordings/chunks.ts";
+import { openSource } from "../recordings/source.ts";
 import { getRecording } from "../recordings/ids.ts";
 import { authorizeView } from "./access.ts";
 

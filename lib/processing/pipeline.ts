@@ -23,7 +23,8 @@ import {
 } from "./ffmpeg.ts";
 import type { MadeFiles, MediaFacts } from "../kv/keys.ts";
 import { readMatroskaHead } from "./matroska.ts";
-import { listChunks, openChunkStream } from "../recordings/chunks.ts";
+import { listChunks } from "../recordings/chunks.ts";
+import { openChunkStream } from "../recordings/source.ts";
 import type { ChunkRef } from "../storage/storage.ts";
 
 /** Video codecs the MP4 container holds as they are. */
