@@ -5,7 +5,9 @@
  */
 
 import type { AppContext } from "../core/context.ts";
-import { BadRequestError, RequestTimeoutError } from "../core/errors.ts";
+import { BadRequestError } from "../core/errors.ts";
+import { withIdleTimeout } from "../storage/body_reader.ts";
+import { decodeJsonChunk, JsonChunkError } from "./json_chunk.ts";
 import {
   multipartBoundary,
   MultipartError,
@@ -56,20 +58,6 @@ function parseFlag(raw: unknown): boolean {
     (typeof raw === "string" && /^(true|1|yes|on)$/i.test(raw.trim()));
 }
 
-function decodeBase64(text: string): Uint8Array {
-  const comma = text.startsWith("data:") ? text.indexOf(",") : -1;
-  const payload = comma >= 0 ? text.slice(comma + 1) : text;
-  try {
-    return (Uint8Array as unknown as {
-      fromBase64(s: string): Uint8Array;
-    }).fromBase64(payload.replace(/-/g, "+").replace(/_/g, "/"));
-  } catch {
-    throw new BadRequestError(
-      "blob_data is not valid base64; send the chunk's bytes base64-encoded.",
-    );
-  }
-}
-
 function mergeIndex(
   fromRequest: number | undefined,
   fromBody: number | undefined,
@@ -85,118 +73,54 @@ function mergeIndex(
   return fromRequest ?? fromBody;
 }
 
-async function readLimitedText(
-  body: ReadableStream<Uint8Array>,
-  limit: number,
-  tooLarge: () => Error,
-): Promise<string> {
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  const reader = body.getReader();
-  try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.length;
-      if (size > limit) {
-        reader.cancel().catch(() => {});
-        throw tooLarge();
-      }
-      parts.push(value);
-    }
-  } finally {
-    reader.releaseLock();
-  }
-  const all = new Uint8Array(size);
-  let offset = 0;
-  for (const p of parts) {
-    all.set(p, offset);
-    offset += p.length;
-  }
-  return new TextDecoder().decode(all);
-}
-
-/**
- * Passes a body through, failing with a 408 when no bytes arrive for
- * `idleMs` (a client that stopped sending halfway).
- */
-export function withIdleTimeout(
-  body: ReadableStream<Uint8Array>,
-  idleMs: number,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(
-            new RequestTimeoutError(
-              `The chunk body stalled: nothing arrived for ${idleMs} ms (BODY_IDLE_TIMEOUT_MS); nothing was stored. Send it again.`,
-            ),
-          );
-        }, idleMs);
-      });
-      try {
-        const { done, value } = await Promise.race([reader.read(), timeout]);
-        if (done) controller.close();
-        else controller.enqueue(value);
-      } catch (err) {
-        reader.cancel().catch(() => {});
-        controller.error(err);
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  }, { highWaterMark: 0 });
-}
-
 interface ParsedBody {
   stored: StoredChunk;
   index?: number;
   lastChunk: boolean;
 }
 
+/**
+ * Reads a JSON body as it arrives (lib/http/json_chunk.ts): the decoded
+ * bytes of `blob_data` go to storage piece by piece, so memory stays the
+ * same whatever the body size; a body found bad anywhere stores nothing.
+ */
 async function readJsonBody(
   ctx: AppContext,
   id: string,
   body: ReadableStream<Uint8Array>,
 ): Promise<ParsedBody> {
   const max = ctx.config.maxChunkBytes;
-  const text = await readLimitedText(
-    body,
-    Math.ceil(max / 3) * 4 + 64 * 1024,
-    () => chunkTooLarge(max),
-  );
-  if (text.trim() === "") throw emptyChunk();
-  let data: unknown;
+  const decoded = decodeJsonChunk(body, { maxBytes: max });
+  let stored: StoredChunk;
   try {
-    data = JSON.parse(text);
-  } catch {
-    throw new BadRequestError(
-      'The body is not valid JSON; send {"blob_data": "<base64>"}.',
-    );
+    stored = await ctx.storage.writeChunk(id, decoded.bytes, max, {
+      idleMs: ctx.config.bodyIdleTimeoutMs,
+    });
+  } catch (err) {
+    throw jsonError(err, max);
   }
-  if (!data || typeof data !== "object" || Array.isArray(data)) {
-    throw new BadRequestError(
-      'The JSON body must be an object like {"blob_data": "<base64>"}.',
-    );
+  try {
+    const fields = await decoded.fields.catch((err) => {
+      throw jsonError(err, max);
+    });
+    if (fields.size === 0) throw emptyChunk();
+    return {
+      stored,
+      index: parseIndex(fields.order, "the order field"),
+      lastChunk: parseFlag(fields.last_chunk),
+    };
+  } catch (err) {
+    await stored.settle(false);
+    throw err;
   }
-  const obj = data as Record<string, unknown>;
-  if (typeof obj.blob_data !== "string") {
-    throw new BadRequestError(
-      'The JSON body has no "blob_data" string; put the base64 of the chunk there.',
-    );
-  }
-  const bytes = decodeBase64(obj.blob_data);
-  if (bytes.length === 0) throw emptyChunk();
-  if (bytes.length > max) throw chunkTooLarge(max);
-  const index = parseIndex(obj.order, "the order field");
-  const stored = await ctx.storage.writeChunk(id, bytes, max);
-  return { stored, index, lastChunk: parseFlag(obj.last_chunk) };
+}
+
+/** The typed error a JSON body decoding error stands for. */
+function jsonError(err: unknown, max: number): unknown {
+  if (!(err instanceof JsonChunkError)) return err;
+  if (err.kind === "too_large") return chunkTooLarge(max);
+  if (err.kind === "empty") return emptyChunk();
+  return new BadRequestError(err.message);
 }
 
 async function readMultipartBody(
@@ -307,7 +231,7 @@ async function receiveStarted(
 
   let parsed: ParsedBody;
   if (mediaType === "application/json") {
-    parsed = await readJsonBody(ctx, id, withIdleTimeout(req.body, idleMs));
+    parsed = await readJsonBody(ctx, id, req.body);
   } else if (mediaType === "multipart/form-data") {
     const boundary = multipartBoundary(contentType);
     if (!boundary) {

@@ -167,6 +167,8 @@ export const MAX_FIELD_BYTES = 1024;
 export const MAX_DATA_PREFIX = 1024;
 /** Decoded bytes handed out per read at most. */
 const OUT_BYTES = 64 * 1024;
+/** Body bytes read at a time (into one reused buffer). */
+const IN_BYTES = 64 * 1024;
 
 // ------------------------------------------------------------ byte classes
 
@@ -1075,7 +1077,25 @@ export function decodeJsonChunk(
   const out = new Uint8Array(OUT_BYTES);
   let outStart = 0;
   let outEnd = 0;
-  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  let reader:
+    | ReadableStreamDefaultReader<Uint8Array>
+    | ReadableStreamBYOBReader
+    | undefined;
+  // A request body is a byte stream: it is read into one buffer reused
+  // from piece to piece (the scanner is done with a piece before the next
+  // read), so reading the body allocates nothing per piece.
+  let inBuffer: ArrayBuffer | undefined;
+  const read = async (): Promise<ReadableStreamReadResult<Uint8Array>> => {
+    if (!inBuffer) return await (reader as ReadableStreamDefaultReader).read();
+    const result = await (reader as ReadableStreamBYOBReader).read(
+      new Uint8Array(inBuffer, 0, IN_BYTES),
+    );
+    if (result.value) inBuffer = result.value.buffer as ArrayBuffer;
+    if (!result.done && result.value) {
+      return { done: false, value: result.value };
+    }
+    return { done: true, value: undefined };
+  };
   let ended = false;
   let settled = false;
   let resolveFields!: (f: JsonChunkFields) => void;
@@ -1096,7 +1116,12 @@ export function decodeJsonChunk(
   const bytes: ReadableStream<Uint8Array> = new ReadableStream({
     type: "bytes",
     start() {
-      reader = body.getReader();
+      try {
+        reader = body.getReader({ mode: "byob" });
+        inBuffer = new ArrayBuffer(IN_BYTES);
+      } catch {
+        reader = body.getReader();
+      }
     },
     async pull(controller: ReadableByteStreamController) {
       try {
@@ -1133,7 +1158,7 @@ export function decodeJsonChunk(
             controller.byobRequest?.respond(0);
             return;
           }
-          const { done, value } = await reader!.read();
+          const { done, value } = await read();
           if (done) ended = true;
           else scanner.setInput(value);
         }

@@ -109,3 +109,37 @@ export function bodyStalled(idleMs: number): RequestTimeoutError {
     `The chunk body stalled: nothing arrived for ${idleMs} ms (BODY_IDLE_TIMEOUT_MS); nothing was stored. Send it again.`,
   );
 }
+
+/**
+ * Passes a body through, failing with a 408 when no bytes arrive for
+ * `idleMs` (a client that stopped sending halfway).
+ */
+export function withIdleTimeout(
+  body: ReadableStream<Uint8Array>,
+  idleMs: number,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          reject(bodyStalled(idleMs));
+        }, idleMs);
+      });
+      try {
+        const { done, value } = await Promise.race([reader.read(), timeout]);
+        if (done) controller.close();
+        else controller.enqueue(value);
+      } catch (err) {
+        reader.cancel().catch(() => {});
+        controller.error(err);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+}
