@@ -123,6 +123,7 @@ export async function startService(config: Config): Promise<Service> {
   let worker: JobWorker | undefined;
   if (config.runWorker) {
     worker = new JobWorker(ctx, tools);
+    ctx.jobs = worker;
     await worker.start();
   }
   return {

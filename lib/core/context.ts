@@ -17,6 +17,13 @@ export interface AppContext {
   log: Logger;
   /** Set once the instance is shutting down (requests cut off get 503). */
   state: { stopping: boolean };
+  /** This instance's processing worker, when it runs one. */
+  jobs?: JobCanceller;
+}
+
+/** Stops a running job of a recording (it was deleted) and waits for it. */
+export interface JobCanceller {
+  cancel(id: string): Promise<void>;
 }
 
 /**

@@ -121,6 +121,15 @@ export class JobWorker {
     });
   }
 
+  /**
+   * Stops this worker's run of recording `id`'s job, if it has one, and
+   * waits for it to end (a deleted recording).
+   */
+  async cancel(id: string): Promise<void> {
+    this.#controllers.get(id)?.abort();
+    await this.#running.get(id)?.catch(() => {});
+  }
+
   /** How many jobs this worker is running. */
   get busy(): number {
     return this.#running.size;
@@ -255,13 +264,17 @@ export class JobWorker {
           continue;
         }
         await lease.pause();
-        if (lease.lost || end.kind === "gone") return;
+        if (lease.lost || end.kind === "gone") {
+          await this.#dropIfDeleted(id);
+          return;
+        }
         if (end.kind === "wait") {
           // Late chunks may still come: the job waits without a worker.
           await parkJob(ctx, lease, end.until, made);
           return;
         }
         const done = await commitSuccess(ctx, id, lease.stamp, lease.job, made);
+        if (done === "lost") await this.#dropIfDeleted(id);
         if (done !== "changed") return;
         made = undefined;
         again = true;
@@ -270,10 +283,24 @@ export class JobWorker {
     } catch (err) {
       await progress.settle();
       await lease.pause();
-      if (lease.lost) return;
+      if (lease.lost) {
+        await this.#dropIfDeleted(id);
+        return;
+      }
       await this.#runFailed(id, lease, err);
     } finally {
       await lease.pause();
+    }
+  }
+
+  /**
+   * Removes what a run may have stored for a recording deleted while it
+   * ran (its files were published after the deletion removed the rest).
+   */
+  async #dropIfDeleted(id: string): Promise<void> {
+    const rec = await this.#ctx.kv.get(recordingKey(id)).catch(() => null);
+    if (rec && rec.versionstamp === null) {
+      await this.#ctx.storage.removeRecording(id).catch(() => {});
     }
   }
 

@@ -5,7 +5,7 @@
  * made again), and files that no KV record refers to are swept away.
  */
 
-import type { AppContext } from "../core/context.ts";
+import { type AppContext, perKv } from "../core/context.ts";
 import { queueJob } from "../jobs/queue.ts";
 import {
   type ChunkEntry,
@@ -271,38 +271,56 @@ export async function applyRetention(
   return deleted;
 }
 
+/** Stored recordings found without a KV record by the last sweep of each KV handle. */
+const orphanSuspects = perKv(() => new Set<string>());
+
 /**
- * Removes stored files that no KV record refers to: chunks written but never
- * committed (a crash between the write and the commit), folders of
- * recordings that do not exist, and scratch folders. Run it when no request
- * is in flight (at start-up).
+ * Removes stored things that no KV record refers to. With `idle` (the
+ * start-up sweep of a lone instance: no request or job in flight), at once:
+ * the folders of recordings that do not exist, chunks written but never
+ * committed (a crash between the write and the commit) and scratch folders.
+ * Otherwise (every sweep, on every instance, with a shared KV too), only the
+ * stored recordings found without a record by two sweeps in a row: a
+ * recording is stored just before its record is committed, and a job that
+ * ends after its recording was deleted may store files again.
  */
 export async function sweepOrphans(
   ctx: AppContext,
+  options: { idle?: boolean } = { idle: true },
 ): Promise<{ files: number; recordings: number }> {
   let files = 0;
   let recordings = 0;
-  await ctx.storage.removeAllWorkDirs();
+  const suspects = orphanSuspects(ctx.kv);
+  const seen = new Set<string>();
+  if (options.idle) await ctx.storage.removeAllWorkDirs();
   for (const id of await ctx.storage.listRecordingIds()) {
     const rec = await ctx.kv.get<Recording>(recordingKey(id));
     if (!rec.value) {
+      if (!options.idle && !suspects.has(id)) {
+        seen.add(id);
+        continue;
+      }
       await ctx.storage.removeRecording(id);
       recordings++;
       continue;
     }
+    if (!options.idle) continue;
     const kept: ChunkEntry[] = [];
     for await (
       const c of ctx.kv.list<ChunkEntry>({ prefix: chunkPrefix(id) })
     ) kept.push(c.value);
     if (await ctx.storage.trimChunks(id, kept) > 0) files++;
   }
+  suspects.clear();
+  for (const id of seen) suspects.add(id);
   return { files, recordings };
 }
 
 /**
  * One full housekeeping pass; `startup` for the one before the worker starts
- * (unflushed outputs of any age are settled then), `orphans` to sweep files
- * no record refers to (only when no request is in flight).
+ * (unflushed outputs of any age are settled then), `orphans` when no request
+ * is in flight (a lone instance starting): stored things no record refers to
+ * are removed at once, not only after two sweeps.
  */
 export async function runSweep(
   ctx: AppContext,
@@ -313,9 +331,7 @@ export async function runSweep(
   const { flushed, reprocessed } = await recoverUnflushedOutputs(ctx, {
     startup: options.startup,
   });
-  const orphans = options.orphans
-    ? await sweepOrphans(ctx)
-    : { files: 0, recordings: 0 };
+  const orphans = await sweepOrphans(ctx, { idle: options.orphans ?? false });
   return {
     finalized,
     removed,

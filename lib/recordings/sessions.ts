@@ -209,9 +209,12 @@ export async function retryRecording(
 }
 
 /**
- * Deletes a recording: its KV record, indexes and job in one commit, then
- * its chunk entries and its stored bytes. Live subscribers get the record
- * with `deleted: true`.
+ * Deletes a recording: its KV record, indexes and job in one commit (a
+ * worker running the job loses its lease and stops; this instance's own
+ * worker is stopped at once and waited for), then its chunk entries and its
+ * stored bytes. Live subscribers get the record with `deleted: true`; a
+ * worker that finishes afterwards publishes nothing and removes what it
+ * stored (lib/jobs/worker.ts), and the sweep removes whatever else is left.
  */
 export async function deleteRecording(
   ctx: AppContext,
@@ -227,6 +230,7 @@ export async function deleteRecording(
       extra: (atomic) => dropJob(atomic, id),
     };
   });
+  await ctx.jobs?.cancel(id);
   let batch = ctx.kv.atomic();
   let n = 0;
   for await (const c of ctx.kv.list({ prefix: chunkPrefix(id) })) {

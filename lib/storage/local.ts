@@ -7,13 +7,20 @@
 import { createHash } from "node:crypto";
 import { statfs } from "node:fs/promises";
 import { join } from "node:path";
-import { fromSystemError, StorageFullError } from "../core/errors.ts";
+import {
+  fromSystemError,
+  NotFoundError,
+  StorageFullError,
+} from "../core/errors.ts";
 import { bodyStalled, PieceReader } from "./body_reader.ts";
 import { openLocalRange } from "./local_file.ts";
+import { openLocalRanges } from "./local_ranges.ts";
 import { DropBehind } from "./page_cache.ts";
 import {
+  type ChunkRangeReader,
   type ChunkRef,
   chunkTooLarge,
+  coalesceChunks,
   type Storage,
   type StoredChunk,
   type StoredFileInfo,
@@ -36,6 +43,16 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   }
 }
 
+/** Removed recordings remembered, so no file of theirs is kept open. */
+const REMOVED_REMEMBERED = 4096;
+
+/** The typed error for a chunk of a recording removed while it was stored. */
+function recordingRemoved(videoId: string): NotFoundError {
+  return new NotFoundError(
+    `Recording ${videoId} was deleted while the chunk was being stored; nothing was stored.`,
+  );
+}
+
 /** The file every chunk of a recording is appended to. */
 const DATA_FILE = "data";
 
@@ -49,13 +66,15 @@ interface OpenDataFile {
 }
 
 /** Local-disk storage under `<dataDir>/recordings/<id>/`. */
-export class LocalStorage implements Storage {
+export class LocalStorage implements Storage, ChunkRangeReader {
   readonly root: string;
   readonly minFreeBytes: number;
   /** Lets go of flushed chunk bytes past the ingest cache budget. */
   readonly dropBehind: DropBehind;
   /** Recordings whose data file a writer is appending to (until it settles). */
   #appending = new Set<string>();
+  /** Recordings removed lately: a writer that finishes after it closes its file. */
+  #removed = new Set<string>();
   /**
    * Data files kept open between chunks (least recently used first), so a
    * chunk costs no open, seek or close: the next chunk of a recording comes
@@ -241,6 +260,7 @@ export class LocalStorage implements Storage {
       handle?.close();
       if (!append) await Deno.remove(path).catch(() => {});
       release();
+      if (err instanceof Deno.errors.NotFound) throw recordingRemoved(videoId);
       throw fromSystemError(err);
     }
   }
@@ -270,7 +290,8 @@ export class LocalStorage implements Storage {
    * order: only its one appender took it out).
    */
   #returnDataFile(videoId: string, file: Deno.FsFile): void {
-    this.#openData.set(videoId, { file, usedAt: Date.now() });
+    if (this.#removed.has(videoId)) file.close();
+    else this.#openData.set(videoId, { file, usedAt: Date.now() });
   }
 
   #closeDataFile(videoId: string): void {
@@ -325,6 +346,25 @@ export class LocalStorage implements Storage {
     );
   }
 
+  /**
+   * Reads the chunks as one stream: chunks that continue each other in one
+   * file are one range, and each file is opened once per run of ranges in
+   * it (see lib/storage/local_ranges.ts).
+   */
+  openChunks(
+    videoId: string,
+    chunks: ChunkRef[],
+  ): Promise<ReadableStream<Uint8Array>> {
+    const dir = this.#chunkDir(videoId);
+    return Promise.resolve(openLocalRanges(
+      coalesceChunks(chunks).map((c) => ({
+        path: join(dir, c.file),
+        offset: c.offset ?? 0,
+        size: c.size,
+      })),
+    ));
+  }
+
   async trimChunks(videoId: string, kept: ChunkRef[]): Promise<number> {
     {
       let freed = 0;
@@ -367,11 +407,9 @@ export class LocalStorage implements Storage {
     });
     let total = 0;
     try {
-      for (const chunk of chunks) {
-        for await (const piece of await this.openChunk(videoId, chunk)) {
-          await writeAll(out, piece);
-          total += piece.length;
-        }
+      for await (const piece of await this.openChunks(videoId, chunks)) {
+        await writeAll(out, piece);
+        total += piece.length;
       }
     } finally {
       out.close();
@@ -497,6 +535,10 @@ export class LocalStorage implements Storage {
   }
 
   async removeRecording(videoId: string): Promise<void> {
+    this.#removed.add(videoId);
+    if (this.#removed.size > REMOVED_REMEMBERED) {
+      this.#removed.delete(this.#removed.values().next().value!);
+    }
     this.#closeDataFile(videoId);
     await Deno.remove(this.#recordingDir(videoId), { recursive: true }).catch(
       (err) => {
