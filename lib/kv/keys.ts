@@ -113,6 +113,8 @@ export interface Recording {
   lastChunk?: number;
   /** A tus final upload: the partial uploads it was made of, in order. */
   concat?: string[];
+  /** How many of its chunks are under MIN_CHUNK_BYTES. */
+  smallChunks?: number;
 }
 
 /** A chunk request under way (value of ["chunk_inflight", id, request]). */

@@ -6,7 +6,9 @@
 import type { ChunkLedger } from "../../common/chunk_ledger.ts";
 import { fromBase64, toBase64 } from "../core/base64.ts";
 import { type AppContext, perKv } from "../core/context.ts";
+import { SMALL_CHUNKS_ALLOWED } from "../core/config.ts";
 import {
+  type AppError,
   BadRequestError,
   ConflictError,
   TooLargeError,
@@ -37,6 +39,30 @@ export function emptyChunk(): BadRequestError {
   return new BadRequestError(
     "The chunk is empty; send the recording's bytes in the request body.",
   );
+}
+
+/**
+ * The error for one chunk too many: past MAX_CHUNKS_PER_RECORDING, or one
+ * more small chunk than {@link SMALL_CHUNKS_ALLOWED}. Tiny chunks cost as
+ * much KV and work as big ones, so a flood of them is refused.
+ */
+function chunkCap(
+  ctx: AppContext,
+  rec: Recording,
+  small: boolean,
+): AppError | null {
+  const max = ctx.config.maxChunksPerRecording;
+  if (rec.chunksReceived >= max) {
+    return new TooLargeError(
+      `Recording ${rec.id} already holds ${max} chunks, the most one recording may hold (MAX_CHUNKS_PER_RECORDING); send larger chunks (a longer MediaRecorder timeslice) or complete it.`,
+    );
+  }
+  if (small && (rec.smallChunks ?? 0) >= SMALL_CHUNKS_ALLOWED) {
+    return new BadRequestError(
+      `Recording ${rec.id} already holds ${SMALL_CHUNKS_ALLOWED} chunks under ${ctx.config.minChunkBytes} bytes (MIN_CHUNK_BYTES); send larger chunks (a longer MediaRecorder timeslice).`,
+    );
+  }
+  return null;
 }
 
 function recordingTooLarge(limit: number): TooLargeError {
@@ -226,20 +252,21 @@ export async function commitChunk(
         }
         throw err;
       }
-      const existing = known ??
-        (attempt > 0 && options.index === undefined
-          ? await ctx.kv.get<ChunkEntry>(chunkKey(id, index))
-          : undefined);
-      if (existing?.value) {
-        if (await ctx.storage.sameBytes(id, existing.value, stored)) {
+      // An unindexed chunk whose slot another request took (a stale record)
+      // only needs a fresh read; it is never anybody's duplicate.
+      if (known?.value) {
+        if (await ctx.storage.sameBytes(id, known.value, stored)) {
           return { recording: rec, index, duplicate: true };
         }
-        if (options.index !== undefined) {
-          throw new ConflictError(
-            `Chunk ${index} of recording ${id} is already stored with different content; send each index once.`,
-          );
-        }
-        continue;
+        throw new ConflictError(
+          `Chunk ${index} of recording ${id} is already stored with different content; send each index once.`,
+        );
+      }
+      const small = stored.size < ctx.config.minChunkBytes;
+      const capped = chunkCap(ctx, rec, small);
+      if (capped) {
+        if (early) continue;
+        throw capped;
       }
       const now = Date.now();
       const chunk: ChunkEntry = {
@@ -259,6 +286,7 @@ export async function commitChunk(
         lastChunkAt: now,
         updatedAt: now,
         mimeType: rec.mimeType ?? cleanMime(options.contentType),
+        smallChunks: small ? (rec.smallChunks ?? 0) + 1 : rec.smallChunks,
         mediaChecked: (mediaChecked && !rec.partial) || undefined,
       };
       const res = await commitTransition(ctx, {
