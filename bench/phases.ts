@@ -404,6 +404,9 @@ export interface ProcessingRun {
   /** complete_job sent -> status complete seen, each repetition, s. */
   oursS: number[];
   oursMedianS: number;
+  /** The same with `?last_chunk=N` on complete_job (no grace to wait), s. */
+  hintedS: number[];
+  hintedMedianS: number;
   byHand: ByHandResult[];
   byHandMedian: ByHandResult;
   /** Ours per recording minute, s. */
@@ -470,14 +473,24 @@ export async function processingPhase(
     const { result } = await withServer(settings, "tapedeck", async (s) => {
       const probe = await openLiveProbe(s.url);
       const times: JobTiming[] = [];
+      const hinted: JobTiming[] = [];
       for (let i = 0; i < settings.processingReps; i++) {
         times.push(await timeJob(s, clientFor(s), media, probe, 600_000));
+        hinted.push(
+          await timeJob(
+            s,
+            apiClient(s.url, { lastChunkHint: true }),
+            media,
+            probe,
+            600_000,
+          ),
+        );
       }
       if (probe) {
         onLive(summarizeProbe(probe));
         await probe.close();
       }
-      return times;
+      return { times, hinted };
     });
     const byHand: ByHandResult[] = [];
     for (let i = 0; i < settings.processingReps; i++) {
@@ -485,8 +498,9 @@ export async function processingPhase(
         await ffmpegByHand(media.path, `${settings.dataRoot}/by-hand`, false),
       );
     }
-    const oursS = result.map((t) => t.seconds);
-    const durationS = result[0].durationS ?? media.durationS;
+    const oursS = result.times.map((t) => t.seconds);
+    const hintedS = result.hinted.map((t) => t.seconds);
+    const durationS = result.times[0].durationS ?? media.durationS;
     const run: ProcessingRun = {
       label,
       codec: media.codec,
@@ -494,21 +508,27 @@ export async function processingPhase(
       bytes: media.bytes,
       oursS,
       oursMedianS: median(oursS),
+      hintedS,
+      hintedMedianS: median(hintedS),
       byHand,
       byHandMedian: {
         mp4OnlyS: median(byHand.map((b) => b.mp4OnlyS)),
         sameFilesS: median(byHand.map((b) => b.sameFilesS)),
       },
       oursPerMinuteS: median(oursS) / (durationS / 60),
-      status: result.map((t) => t.status).join(","),
-      files: result[0].files,
-      stages: result.toSorted((a, b) => a.seconds - b.seconds)[
-        Math.floor((result.length - 1) / 2)
+      status: [...result.times, ...result.hinted].map((t) => t.status).join(
+        ",",
+      ),
+      files: result.times[0].files,
+      stages: result.times.toSorted((a, b) => a.seconds - b.seconds)[
+        Math.floor((result.times.length - 1) / 2)
       ].stages,
     };
     runs.push(run);
     log(
-      `processing ${label}: ours ${run.oursMedianS.toFixed(2)} s, by hand ${
+      `processing ${label}: ours ${
+        run.oursMedianS.toFixed(2)
+      } s (with last_chunk ${run.hintedMedianS.toFixed(2)} s), by hand ${
         run.byHandMedian.sameFilesS.toFixed(2)
       } s (same files: one pass + poster) / ${
         run.byHandMedian.mp4OnlyS.toFixed(2)

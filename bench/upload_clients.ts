@@ -49,8 +49,16 @@ async function request(
   }
 }
 
-/** The recording API: POST /create/, /add_data/<id>/, /complete_job/<id>/. */
-export function apiClient(baseUrl: string): UploadClient {
+/**
+ * The recording API: POST /create/, /add_data/<id>/, /complete_job/<id>/.
+ * With `lastChunkHint`, complete_job says which chunk was the last
+ * (`?last_chunk=N`), so the server needs no grace for late chunks.
+ */
+export function apiClient(
+  baseUrl: string,
+  options: { lastChunkHint?: boolean } = {},
+): UploadClient {
+  const lastIndex = new Map<string, number>();
   return {
     async create() {
       const res = await request(
@@ -61,6 +69,7 @@ export function apiClient(baseUrl: string): UploadClient {
       return JSON.parse(await expectOk(res, "create")).video_id;
     },
     async send(id, index, bytes) {
+      lastIndex.set(id, Math.max(lastIndex.get(id) ?? -1, index));
       const res = await request(`${baseUrl}/add_data/${id}/`, {
         method: "POST",
         body: bytes,
@@ -72,8 +81,12 @@ export function apiClient(baseUrl: string): UploadClient {
       await expectOk(res, "add_data");
     },
     async complete(id) {
+      const hint = options.lastChunkHint && lastIndex.has(id)
+        ? `?last_chunk=${lastIndex.get(id)}`
+        : "";
+      lastIndex.delete(id);
       const res = await request(
-        `${baseUrl}/complete_job/${id}/`,
+        `${baseUrl}/complete_job/${id}/${hint}`,
         { method: "POST" },
         "complete_job",
       );
