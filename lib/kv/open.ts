@@ -1,0 +1,20 @@
+/**
+ * Opens the KV a config names: a local file or `:memory:` (Deno KV's
+ * SQLite), a KV Connect URL (`http(s)://`), PostgreSQL
+ * (`postgres://`, lib/kv/postgres.ts), or, with an empty path, the KV the
+ * platform gives (Deno Deploy's per-app KV).
+ */
+
+import { openPostgresKv } from "./postgres.ts";
+
+/** Whether a KV location is a PostgreSQL URL. */
+export function isPostgresKv(kvPath: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(kvPath);
+}
+
+/** Opens the KV at `kvPath`. */
+export async function openKv(kvPath: string): Promise<Deno.Kv> {
+  if (isPostgresKv(kvPath)) return await openPostgresKv(kvPath);
+  if (kvPath === "") return await Deno.openKv();
+  return await Deno.openKv(kvPath);
+}
