@@ -13,6 +13,7 @@ if (import.meta.main) {
   const config = loadConfig();
   const tools = await resolveTools(config.ffmpegPath, config.ffprobePath, {
     nice: config.ffmpegNice,
+    maxMemoryBytes: config.ffmpegMaxMemoryBytes,
   });
   const ctx = await openContext(config);
   ctx.log.info(describeTools(tools));

@@ -422,6 +422,7 @@ async function hungWithConcurrencyOne(script: "hang" | "hangWrapper") {
       DATA_DIR: dataDir,
       FFMPEG_PATH: fakes[script],
       FFMPEG_TIMEOUT_MS: "2000",
+      FFMPEG_TIMEOUT_PER_SECOND_MS: "0",
       JOB_CONCURRENCY: "1",
       JOB_MAX_ATTEMPTS: "2",
       JOB_BACKOFF_MS: "100",

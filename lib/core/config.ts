@@ -15,7 +15,11 @@ export interface Config {
   hostname: string;
   /** Folder that holds chunks, finished files and (by default) the KV file. */
   dataDir: string;
-  /** Deno KV location: a file path, `:memory:`, or a KV Connect URL. */
+  /**
+   * Deno KV location: a file path, `:memory:`, a KV Connect URL, a
+   * PostgreSQL URL (lib/kv/postgres.ts), or "" for the platform's own KV
+   * (the default on Deno Deploy).
+   */
   kvPath: string;
   /**
    * Whether other instances use the same KV (by default when `kvPath` is a
@@ -47,8 +51,21 @@ export interface Config {
   jobLeaseMs: number;
   /** First retry delay in ms; doubles per attempt. */
   jobBackoffMs: number;
-  /** A single ffmpeg run is killed after this many ms. */
+  /**
+   * A single ffmpeg run is killed after this many ms plus
+   * {@link ffmpegTimeoutPerSecondMs} per second of recording.
+   */
   ffmpegTimeoutMs: number;
+  /** Time an ffmpeg run is given per second of recording, in ms. */
+  ffmpegTimeoutPerSecondMs: number;
+  /** Address-space limit (RLIMIT_AS) of every ffmpeg and ffprobe run, in bytes; 0 none. */
+  ffmpegMaxMemoryBytes: number;
+  /** Largest picture (width x height) processed; decoders refuse larger ones. */
+  maxVideoPixels: number;
+  /** Most pixels per second of recording that a re-encode may have to make. */
+  maxVideoPixelRate: number;
+  /** Most pixels (width x height x frames) one re-encode may have to make. */
+  maxEncodePixels: number;
   /** `nice` level of ffmpeg runs (0 to 19), so ingest keeps the CPU. */
   ffmpegNice: number;
   /** A request body that sends nothing for this long is abandoned (408). */
@@ -75,6 +92,34 @@ export interface Config {
    * which chunk was its last.
    */
   completeGraceMs: number;
+  /** Most chunks one recording may hold (413 past it). */
+  maxChunksPerRecording: number;
+  /** Chunks smaller than this count against {@link SMALL_CHUNKS_ALLOWED}. */
+  minChunkBytes: number;
+  // Access and exposure (issue 12: lib/http/host_check.ts, slow_guard.ts,
+  // access.ts, lib/live/socket.ts).
+  /**
+   * Host names requests may be addressed to, besides the built-in safe ones
+   * (loopback names, IP literals, names without a dot, this machine's
+   * name); `["*"]` accepts any Host. Entries may start with `*.` or `.`.
+   */
+  allowedHosts: string[];
+  /** Longest a connection may take to send a request head (and stay idle); 0 turns the guard off. */
+  headerTimeoutMs: number;
+  /** Least average request body rate over {@link bodyRateWindowMs}; 0 turns it off. */
+  bodyMinBytesPerS: number;
+  /** The window the body rate is averaged over, in ms. */
+  bodyRateWindowMs: number;
+  /** Longest a whole request body may take, in ms; 0 for no limit. */
+  bodyTimeoutMs: number;
+  /** Live sockets (`/ws`) open at once per client address. */
+  wsMaxPerClient: number;
+  /** Live sockets open at once in this process. */
+  wsMaxTotal: number;
+  /** Secret that signs login sessions; when unset one is made once and kept in KV. */
+  sessionSecret?: string;
+  /** How long a login session lasts, in seconds. */
+  sessionTtlS: number;
   /** Log lines as text or one JSON object per line. */
   logFormat: LogFormat;
   /** The least important lines written. */
@@ -121,21 +166,29 @@ function readChoice<T extends string>(
 
 const MIB = 1024 * 1024;
 
-/** Whether a KV location is a remote (KV Connect) URL. */
+/** Whether a KV location is a remote one (KV Connect or PostgreSQL URL). */
 export function isRemoteKv(kvPath: string): boolean {
-  return /^https?:\/\//i.test(kvPath);
+  return /^(https?|postgres(ql)?):\/\//i.test(kvPath);
 }
+
+/**
+ * How many chunks under MIN_CHUNK_BYTES a recording may hold: a browser's
+ * first blob can be a single byte, and the last one of a stop tiny.
+ */
+export const SMALL_CHUNKS_ALLOWED = 64;
 
 /** Builds the config from an environment (by default the process's own). */
 export function loadConfig(env: Env = Deno.env.toObject()): Config {
   const dataDir = env.DATA_DIR || "./data";
-  const kvPath = env.KV_PATH || join(dataDir, "tapedeck.kv");
+  // On Deno Deploy the app's own KV (opened with no path) is the default.
+  const onDeploy = !!env.DENO_DEPLOYMENT_ID;
+  const kvPath = env.KV_PATH ?? (onDeploy ? "" : join(dataDir, "tapedeck.kv"));
   return {
     port: readInt(env, "PORT", 8000),
     hostname: env.HOSTNAME || "0.0.0.0",
     dataDir,
     kvPath,
-    sharedKv: readBool(env, "SHARED_KV", isRemoteKv(kvPath)),
+    sharedKv: readBool(env, "SHARED_KV", isRemoteKv(kvPath) || kvPath === ""),
     ffmpegPath: env.FFMPEG_PATH || undefined,
     ffprobePath: env.FFPROBE_PATH || undefined,
     maxChunkBytes: readInt(env, "MAX_CHUNK_BYTES", 64 * MIB, 1),
@@ -149,7 +202,22 @@ export function loadConfig(env: Env = Deno.env.toObject()): Config {
     jobMaxAttempts: readInt(env, "JOB_MAX_ATTEMPTS", 3, 1),
     jobLeaseMs: readInt(env, "JOB_LEASE_MS", 30_000, 1000),
     jobBackoffMs: readInt(env, "JOB_BACKOFF_MS", 2_000, 0),
-    ffmpegTimeoutMs: readInt(env, "FFMPEG_TIMEOUT_MS", 30 * 60_000, 1000),
+    // Processing limits (lib/processing/limits.ts).
+    ffmpegTimeoutMs: readInt(env, "FFMPEG_TIMEOUT_MS", 10 * 60_000, 1000),
+    ffmpegTimeoutPerSecondMs: readInt(
+      env,
+      "FFMPEG_TIMEOUT_PER_SECOND_MS",
+      5000,
+    ),
+    ffmpegMaxMemoryBytes: readInt(env, "FFMPEG_MAX_MEMORY_BYTES", 8192 * MIB),
+    maxVideoPixels: readInt(env, "MAX_VIDEO_PIXELS", 7680 * 4320, 1),
+    maxVideoPixelRate: readInt(
+      env,
+      "MAX_VIDEO_PIXEL_RATE",
+      3840 * 2160 * 60,
+      1,
+    ),
+    maxEncodePixels: readInt(env, "MAX_ENCODE_PIXELS", 1e12, 1),
     ffmpegNice: Math.min(19, readInt(env, "FFMPEG_NICE", 19)),
     bodyIdleTimeoutMs: readInt(env, "BODY_IDLE_TIMEOUT_MS", 30_000, 100),
     maxOpenRecordings: readInt(env, "MAX_OPEN_RECORDINGS", 1000, 1),
@@ -162,6 +230,20 @@ export function loadConfig(env: Env = Deno.env.toObject()): Config {
     requireUploadToken: readBool(env, "REQUIRE_UPLOAD_TOKEN", false),
     privateRecordings: readBool(env, "PRIVATE_RECORDINGS", false),
     completeGraceMs: readInt(env, "COMPLETE_GRACE_MS", 1000),
+    maxChunksPerRecording: readInt(env, "MAX_CHUNKS_PER_RECORDING", 200_000, 1),
+    minChunkBytes: readInt(env, "MIN_CHUNK_BYTES", 256),
+    // Access and exposure (issue 12).
+    allowedHosts: (env.ALLOWED_HOSTS || "").split(",").map((s) =>
+      s.trim().toLowerCase()
+    ).filter(Boolean),
+    headerTimeoutMs: readInt(env, "HEADER_TIMEOUT_MS", 20_000),
+    bodyMinBytesPerS: readInt(env, "BODY_MIN_BYTES_PER_S", 1024),
+    bodyRateWindowMs: readInt(env, "BODY_RATE_WINDOW_MS", 30_000, 100),
+    bodyTimeoutMs: readInt(env, "BODY_TIMEOUT_MS", 0),
+    wsMaxPerClient: readInt(env, "WS_MAX_PER_CLIENT", 20, 1),
+    wsMaxTotal: readInt(env, "WS_MAX_TOTAL", 500, 1),
+    sessionSecret: env.SESSION_SECRET || undefined,
+    sessionTtlS: readInt(env, "SESSION_TTL_S", 7 * 24 * 3600, 60),
     logFormat: readChoice(env, "LOG_FORMAT", ["text", "json"], "text"),
     logLevel: readChoice(
       env,

@@ -2,6 +2,7 @@
  * The shared services of one running instance, handed to routes and jobs.
  */
 
+import { openKv } from "../kv/open.ts";
 import type { Config } from "./config.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { LiveHub } from "../live/hub.ts";
@@ -46,7 +47,7 @@ export function perKv<T>(make: (kv: Deno.Kv) => T): (kv: Deno.Kv) => T {
 export async function openContext(config: Config): Promise<AppContext> {
   await Deno.mkdir(config.dataDir, { recursive: true });
   await Deno.mkdir(`${config.dataDir}/recordings`, { recursive: true });
-  const kv = await Deno.openKv(config.kvPath);
+  const kv = await openKv(config.kvPath);
   return {
     config,
     kv,

@@ -16,6 +16,7 @@ import {
   type Recording,
   recordingKey,
 } from "../kv/keys.ts";
+import { BadRecordingError } from "../processing/bad_recording.ts";
 import {
   type ProcessingOutput,
   processRecording,
@@ -325,7 +326,12 @@ export class JobWorker {
     const reason = (err as Error).message || String(err);
     const entry = await kv.get<Job>(jobKey(id));
     if (entry.versionstamp !== lease.stamp || !entry.value) return;
-    if (current.attempts >= current.maxAttempts) {
+    // A recording that is not one (or over a limit) fails at once: another
+    // attempt would fail the same way and hold a worker.
+    if (
+      err instanceof BadRecordingError ||
+      current.attempts >= current.maxAttempts
+    ) {
       await commitFailure(this.#ctx, entry as Deno.KvEntry<Job>, reason);
       return;
     }

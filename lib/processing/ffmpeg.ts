@@ -1,6 +1,7 @@
 /**
  * ffmpeg and ffprobe as subprocesses: finding the binaries, running them with
- * progress, a timeout and an AbortSignal, and reading ffprobe's JSON.
+ * progress, a timeout, an AbortSignal and a memory limit, and reading
+ * ffprobe's output.
  */
 
 /** Where the binaries came from and what they are. */
@@ -18,6 +19,20 @@ export interface FfmpegTools {
   nice?: { path: string; level: number };
   /** `setsid`, to run ffmpeg in its own process group (killed as a whole). */
   setsid?: string;
+  /**
+   * How a run's address space is limited (RLIMIT_AS): util-linux `prlimit`,
+   * else `sh -c 'ulimit -v ...'`; absent when neither works here.
+   */
+  memoryLimit?: MemoryLimiter;
+  /** The limit in bytes applied when a run does not give its own (0: none). */
+  maxMemoryBytes?: number;
+}
+
+/** A way to start a program with its address space limited. */
+export interface MemoryLimiter {
+  via: "prlimit" | "ulimit";
+  /** The `prlimit` or `sh` binary. */
+  path: string;
 }
 
 /** An ffmpeg or ffprobe run that failed; the message is readable. */
@@ -79,15 +94,85 @@ async function resolveBinary(
   );
 }
 
+/** The argv that runs `binary` with its address space limited to `bytes`. */
+function limitedArgv(
+  limiter: MemoryLimiter | undefined,
+  bytes: number,
+  binary: string,
+): string[] {
+  if (!limiter || bytes <= 0) return [binary];
+  if (limiter.via === "prlimit") {
+    return [limiter.path, `--as=${bytes}`, "--", binary];
+  }
+  return [
+    limiter.path,
+    "-c",
+    'ulimit -v "$0" && exec "$@"',
+    String(Math.ceil(bytes / 1024)),
+    binary,
+  ];
+}
+
+/** The limit set when checking that a memory limiter works (a generous 4 GiB). */
+const LIMITER_CHECK_BYTES = 4 * 1024 ** 3;
+
+/**
+ * Runs `ffmpeg -version` through the first memory limiter that works here
+ * (prlimit, then sh's ulimit) and reads the version from it.
+ */
+async function versionWithLimiter(
+  ffmpeg: string,
+): Promise<{ version: [number, number]; limiter?: MemoryLimiter }> {
+  const candidates: MemoryLimiter[] = [];
+  const prlimit = await findOnPath("prlimit");
+  if (prlimit) candidates.push({ via: "prlimit", path: prlimit });
+  const sh = await findOnPath("sh") ??
+    (await isExecutable("/bin/sh") ? "/bin/sh" : undefined);
+  if (sh) candidates.push({ via: "ulimit", path: sh });
+  let lastError: unknown;
+  for (const limiter of [...candidates, undefined]) {
+    const argv = limitedArgv(limiter, LIMITER_CHECK_BYTES, ffmpeg);
+    try {
+      const out = await new Deno.Command(argv[0], {
+        args: [...argv.slice(1), "-hide_banner", "-version"],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      if (!out.success && limiter) continue;
+      const m = new TextDecoder().decode(out.stdout).match(
+        /version\s+n?(\d+)\.(\d+)/,
+      );
+      return {
+        version: m ? [Number(m[1]), Number(m[2])] : [0, 0],
+        limiter,
+      };
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  throw lastError;
+}
+
+async function isExecutable(path: string): Promise<boolean> {
+  try {
+    const st = await Deno.stat(path);
+    return st.isFile && ((st.mode ?? 0o111) & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Finds ffmpeg and ffprobe: env first, then PATH, then the npm packages.
  * When they cannot be found or run, the result says why in `missing`, and
  * every job fails with that reason (the server itself keeps running).
+ * `maxMemoryBytes` is the address-space limit of runs that do not give
+ * their own.
  */
 export async function resolveTools(
   ffmpegPath?: string,
   ffprobePath?: string,
-  options: { nice?: number } = {},
+  options: { nice?: number; maxMemoryBytes?: number } = {},
 ): Promise<FfmpegTools> {
   let ffmpeg = { path: "", source: "none" };
   let ffprobe = { path: "", source: "none" };
@@ -106,16 +191,11 @@ export async function resolveTools(
   }
   let version: [number, number] = [0, 0];
   let missing: string | undefined;
+  let memoryLimit: MemoryLimiter | undefined;
   try {
-    const out = await new Deno.Command(ffmpeg.path, {
-      args: ["-hide_banner", "-version"],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    const m = new TextDecoder().decode(out.stdout).match(
-      /version\s+n?(\d+)\.(\d+)/,
-    );
-    if (m) version = [Number(m[1]), Number(m[2])];
+    ({ version, limiter: memoryLimit } = await versionWithLimiter(
+      ffmpeg.path,
+    ));
   } catch (err) {
     missing = `ffmpeg (${ffmpeg.source}) could not be run: ${
       (err as Error).message.replace(/\s*\(os error.*$/, "")
@@ -134,6 +214,8 @@ export async function resolveTools(
     nice: nicePath && options.nice
       ? { path: nicePath, level: options.nice }
       : undefined,
+    memoryLimit,
+    maxMemoryBytes: options.maxMemoryBytes,
   };
 }
 
@@ -150,17 +232,35 @@ export interface RunOptions {
    * of `-progress`); with streams copied that tracks the input read.
    */
   onBytes?: (totalSize: number) => void;
+  /** Called with the video frames written so far (`frame` of `-progress`). */
+  onFrames?: (frames: number) => void;
   signal?: AbortSignal;
   /** The run is killed after this long. */
   timeoutMs?: number;
+  /** How the timeout reads in the error ("2000 ms plus ..."); `timeoutMs` ms by default. */
+  timeoutText?: string;
   /** Bytes fed to ffmpeg's standard input (`-i pipe:0`). */
   input?: ReadableStream<Uint8Array>;
+  /** Address-space limit of the run in bytes (0: none); the tools' own by default. */
+  maxMemoryBytes?: number;
 }
 
-function lastLines(text: string, n = 3): string {
+/**
+ * ffmpeg's last error lines, fit to show: server paths cut to file names,
+ * and the heap addresses of its log prefixes (`[vp8 @ 0x55f6a13221c0]`)
+ * and `subfile` URL options left out.
+ */
+export function lastLines(text: string, n = 3): string {
   return text.trim().split("\n").map((l) => l.trim()).filter(Boolean).slice(-n)
     .join("; ")
+    .replace(/ @ 0x[0-9a-fA-F]+\]/g, "]")
+    .replace(/subfile,,[^:]*,,:/g, "")
     .replace(/(?:file:)?\/[^\s:'"]*\/([^\s/:'"]+)/g, "$1");
+}
+
+/** The memory limit a run gets: its own, else the tools' default. */
+function memoryOf(tools: FfmpegTools, own: number | undefined): number {
+  return own ?? tools.maxMemoryBytes ?? 0;
 }
 
 /**
@@ -190,7 +290,11 @@ export async function runFfmpeg(
     const argv = [
       ...(tools.setsid ? [tools.setsid] : []),
       ...(tools.nice ? [tools.nice.path, "-n", String(tools.nice.level)] : []),
-      tools.ffmpeg,
+      ...limitedArgv(
+        tools.memoryLimit,
+        memoryOf(tools, options.maxMemoryBytes),
+        tools.ffmpeg,
+      ),
       ...fullArgs,
     ];
     child = new Deno.Command(argv[0], {
@@ -222,7 +326,12 @@ export async function runFfmpeg(
   };
   const timer = options.timeoutMs
     ? setTimeout(
-      () => kill(`it ran longer than ${options.timeoutMs} ms`),
+      () =>
+        kill(
+          `it ran longer than ${
+            options.timeoutText ?? `${options.timeoutMs} ms`
+          }`,
+        ),
       options.timeoutMs,
     )
     : undefined;
@@ -247,6 +356,8 @@ export async function runFfmpeg(
         if (m && options.onProgress) options.onProgress(Number(m[1]) / 1e6);
         const size = line.match(/^total_size=(\d+)/);
         if (size && options.onBytes) options.onBytes(Number(size[1]));
+        const frames = line.match(/^frame=(\d+)/);
+        if (frames && options.onFrames) options.onFrames(Number(frames[1]));
       }
     }
   })();
@@ -301,47 +412,210 @@ export interface ProbeResult {
   }>;
 }
 
-/** Runs ffprobe on a local file; `countPackets` also counts every packet. */
-export async function probe(
+/**
+ * What ffprobe reads: a URL, the protocols it may open and the demuxer,
+ * which is always named so the format is never guessed from the bytes (an
+ * HLS playlist, say, would make it open the files the playlist names).
+ */
+export interface ProbeInput {
+  /** A `file:` or `subfile,...` URL, or `pipe:0` with `stream`. */
+  url: string;
+  /** The protocols allowed (`-protocol_whitelist`). */
+  whitelist: string;
+  /** The demuxer (`-f`). */
+  format: "matroska" | "mov";
+  /** Bytes fed to ffprobe's standard input when `url` is `pipe:0`. */
+  stream?: ReadableStream<Uint8Array>;
+}
+
+/** Options of an ffprobe run. */
+export interface ProbeOptions {
+  /** The run is killed after this long (120 s by default). */
+  timeoutMs?: number;
+  /** Decoders refuse pictures with more pixels (`-max_pixels`). */
+  maxPixels?: number;
+  /** Address-space limit of the run in bytes (0: none); the tools' own by default. */
+  maxMemoryBytes?: number;
+}
+
+/**
+ * Runs ffprobe on `input` with `args` (before the input), handing each
+ * line of its output to `onLine`. Throws {@link FfmpegError} with its last
+ * error lines when it fails or times out.
+ */
+async function runProbe(
   tools: FfmpegTools,
-  path: string,
-  options: { countPackets?: boolean; timeoutMs?: number } = {},
-): Promise<ProbeResult> {
+  input: ProbeInput,
+  args: string[],
+  options: ProbeOptions,
+  onLine: (line: string) => void,
+): Promise<void> {
   assertUsable(tools);
-  const args = [
+  const argv = [
+    ...limitedArgv(
+      tools.memoryLimit,
+      memoryOf(tools, options.maxMemoryBytes),
+      tools.ffprobe,
+    ),
     "-v",
     "error",
     "-protocol_whitelist",
-    "file",
-    "-print_format",
-    "json",
-    "-show_format",
-    "-show_streams",
+    input.whitelist,
+    "-f",
+    input.format,
+    ...(options.maxPixels ? ["-max_pixels", String(options.maxPixels)] : []),
+    ...args,
+    input.url,
   ];
-  if (options.countPackets) args.push("-count_packets");
-  args.push(path);
-  const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(), options.timeoutMs ?? 120_000);
+  let child: Deno.ChildProcess;
   try {
-    const out = await new Deno.Command(tools.ffprobe, {
-      args,
+    child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      stdin: input.stream ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
-      stdin: "null",
-      signal: ac.signal,
-    }).output().catch((err: Error) => {
-      throw new FfmpegError(`ffprobe could not be started: ${err.message}`);
-    });
-    if (!out.success) {
-      const msg = lastLines(new TextDecoder().decode(out.stderr)) ||
-        `exit ${out.code}`;
-      throw new FfmpegError(`ffprobe could not read the recording: ${msg}`);
+    }).spawn();
+  } catch (err) {
+    throw new FfmpegError(
+      `ffprobe could not be started: ${(err as Error).message}`,
+    );
+  }
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
     }
-    const parsed = JSON.parse(new TextDecoder().decode(out.stdout));
-    return { format: parsed.format, streams: parsed.streams ?? [] };
+  }, timeoutMs);
+  const feeding = input.stream
+    ? input.stream.pipeTo(child.stdin).catch(() => {})
+    : Promise.resolve();
+  const reading = (async () => {
+    let buf = "";
+    for await (
+      const text of child.stdout.pipeThrough(new TextDecoderStream())
+    ) {
+      buf += text;
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        onLine(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+    }
+    if (buf) onLine(buf);
+  })();
+  const errors = (async () => {
+    let text = "";
+    for await (
+      const piece of child.stderr.pipeThrough(new TextDecoderStream())
+    ) {
+      text = (text + piece).slice(-8192);
+    }
+    return text;
+  })();
+  try {
+    const [status, , , stderr] = await Promise.all([
+      child.status,
+      reading,
+      feeding,
+      errors,
+    ]);
+    if (timedOut) {
+      throw new FfmpegError(
+        `ffprobe was stopped because it ran longer than ${timeoutMs} ms`,
+      );
+    }
+    if (!status.success) {
+      throw new FfmpegError(
+        `ffprobe could not read the recording: ${
+          lastLines(stderr) || `exit ${status.code}`
+        }`,
+      );
+    }
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Runs ffprobe for the format and streams; `countPackets` also counts every packet. */
+export async function probe(
+  tools: FfmpegTools,
+  input: ProbeInput,
+  options: ProbeOptions & { countPackets?: boolean } = {},
+): Promise<ProbeResult> {
+  const lines: string[] = [];
+  await runProbe(
+    tools,
+    input,
+    [
+      "-print_format",
+      "json",
+      "-show_format",
+      "-show_streams",
+      ...(options.countPackets ? ["-count_packets"] : []),
+    ],
+    options,
+    (line) => lines.push(line),
+  );
+  let parsed: { format?: ProbeResult["format"]; streams?: unknown[] };
+  try {
+    parsed = JSON.parse(lines.join("\n"));
+  } catch {
+    throw new FfmpegError("ffprobe printed no readable description");
+  }
+  return {
+    format: parsed.format,
+    streams: (parsed.streams ?? []) as ProbeResult["streams"],
+  };
+}
+
+/** The packets of one stream, as the demuxer reads them. */
+export interface PacketTally {
+  packets: number;
+  /** The earliest and latest timestamps in seconds (absent when none is known). */
+  firstS?: number;
+  lastS?: number;
+}
+
+/**
+ * Counts the packets of the first video (`"v:0"`) or audio (`"a:0"`)
+ * stream with the demuxer ffmpeg uses, reading the whole input but decoding
+ * nothing past what ffprobe needs to open it; memory stays constant however
+ * many packets there are.
+ */
+export async function probePackets(
+  tools: FfmpegTools,
+  input: ProbeInput,
+  stream: "v:0" | "a:0",
+  options: ProbeOptions = {},
+): Promise<PacketTally> {
+  const tally: PacketTally = { packets: 0 };
+  await runProbe(
+    tools,
+    input,
+    [
+      "-select_streams",
+      stream,
+      "-show_entries",
+      "packet=pts_time,dts_time",
+      "-of",
+      "csv=p=0",
+    ],
+    options,
+    (line) => {
+      if (!line.trim()) return;
+      tally.packets++;
+      const [pts, dts] = line.split(",").map(Number);
+      const t = Number.isFinite(pts) ? pts : dts;
+      if (!Number.isFinite(t)) return;
+      tally.firstS = Math.min(tally.firstS ?? t, t);
+      tally.lastS = Math.max(tally.lastS ?? t, t);
+    },
+  );
+  return tally;
 }
 
 /** Says at start-up which ffmpeg and ffprobe are in use. */
@@ -351,5 +625,20 @@ export function describeTools(tools: FfmpegTools): string {
   }
   return `ffmpeg ${
     tools.version.join(".")
-  } from ${tools.ffmpegSource} (${tools.ffmpeg}); ffprobe from ${tools.ffprobeSource} (${tools.ffprobe})`;
+  } from ${tools.ffmpegSource} (${tools.ffmpeg}); ffprobe from ${tools.ffprobeSource} (${tools.ffprobe}); ${
+    describeMemoryLimit(tools)
+  }`;
+}
+
+/** Says how (and whether) the memory of ffmpeg and ffprobe runs is limited. */
+export function describeMemoryLimit(tools: FfmpegTools): string {
+  const amount = tools.maxMemoryBytes
+    ? `${Math.round(tools.maxMemoryBytes / 2 ** 20)} MiB`
+    : "FFMPEG_MAX_MEMORY_BYTES";
+  if (!tools.memoryLimit) {
+    return "WARNING: neither prlimit nor sh can limit memory here, so ffmpeg and ffprobe run without FFMPEG_MAX_MEMORY_BYTES";
+  }
+  return tools.memoryLimit.via === "prlimit"
+    ? `their address space is limited to ${amount} by prlimit (${tools.memoryLimit.path})`
+    : `their address space is limited to ${amount} by ulimit -v in ${tools.memoryLimit.path}`;
 }

@@ -9,23 +9,46 @@
  * poster is made from the first chunks at the same time, the duration is read
  * back from the finished file's header, and the files are published without
  * fsync: the job flushes them after committing (see lib/jobs.ts).
+ *
+ * Nothing reaches ffmpeg unchecked: the recording must start like WebM or
+ * MP4, every run names its demuxer and the protocols it may open, decoders
+ * refuse pictures over MAX_VIDEO_PIXELS, every run has a memory limit and a
+ * timeout that grows with the recording's duration, and a re-encode starts
+ * only once the recording's frames are counted and found within the limits
+ * (lib/processing/limits.ts). A recording over a limit fails with a
+ * {@link BadRecordingError} that says which.
  */
 
 import { resolve } from "node:path";
 import type { AppContext } from "../core/context.ts";
 import type { Logger } from "../core/log.ts";
+import { mediaKind } from "../core/media_sniff.ts";
 import {
   FfmpegError,
   type FfmpegTools,
   probe,
+  type ProbeInput,
+  type ProbeOptions,
   type ProbeResult,
   runFfmpeg,
 } from "./ffmpeg.ts";
 import type { MadeFiles, MediaFacts } from "../kv/keys.ts";
-import { readMatroskaHead } from "./matroska.ts";
+import { BadRecordingError } from "./bad_recording.ts";
+import { type ByteReader, streamReader } from "./byte_reader.ts";
+import {
+  checkEncodedFrames,
+  checkEncodeWork,
+  checkPictureSize,
+  runTimeout,
+} from "./limits.ts";
+import { type MatroskaHead, readMatroskaHead } from "./matroska.ts";
+import { fileUrl, subfileUrl } from "./urls.ts";
+import { measureWorkload } from "./workload.ts";
 import { listChunks } from "../recordings/chunks.ts";
 import { openChunkStream } from "../recordings/source.ts";
 import type { ChunkRef } from "../storage/storage.ts";
+
+export { BadRecordingError };
 
 /** Video codecs the MP4 container holds as they are. */
 const MP4_VIDEO = new Set(["h264", "hevc", "vp9", "av1"]);
@@ -48,22 +71,13 @@ const POSTER_TIMEOUT_MS = 60_000;
 /** Progress of a processing run: `fraction` from 0 to 1 and a stage name. */
 export type ProgressCallback = (fraction: number, stage: string) => void;
 
-/** A recording that cannot be turned into video; retrying will not help. */
-export class BadRecordingError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "BadRecordingError";
-  }
-}
-
-function fileUrl(path: string): string {
-  return `file:${resolve(path)}`;
-}
-
-function sniffExtension(head: Uint8Array): "webm" | "mp4" {
-  const isFtyp = head.length >= 8 && head[4] === 0x66 && head[5] === 0x74 &&
-    head[6] === 0x79 && head[7] === 0x70;
-  return isFtyp ? "mp4" : "webm";
+/** The container a recording starts like; a BadRecordingError when neither. */
+function containerOf(head: Uint8Array): "webm" | "mp4" {
+  const kind = mediaKind(head);
+  if (kind) return kind;
+  throw new BadRecordingError(
+    "The recording does not start like a WebM/Matroska or MP4 file (no EBML header or ftyp box), so it was not processed.",
+  );
 }
 
 /** The first `n` bytes of a file (fewer when it is shorter). */
@@ -110,15 +124,15 @@ function streamOf(
 
 /**
  * The first video and audio stream of the recording's head: read from its
- * Matroska header, or by ffprobe when that cannot be read (MP4, odd files).
+ * Matroska header (`parsed`), or by ffprobe when that cannot be read (MP4,
+ * odd files).
  */
 async function probeHead(
   tools: FfmpegTools,
-  head: Uint8Array,
-  headFile: () => Promise<string>,
-  timeoutMs: number,
+  parsed: MatroskaHead | null,
+  head: ProbeInput,
+  options: ProbeOptions,
 ): Promise<{ video?: StreamFacts; audio?: StreamFacts }> {
-  const parsed = readMatroskaHead(head);
   if (parsed) {
     const pick = (type: "video" | "audio"): StreamFacts | undefined => {
       const t = parsed.tracks.find((t) => t.type === type);
@@ -136,7 +150,7 @@ async function probeHead(
   }
   let probed: ProbeResult;
   try {
-    probed = await probe(tools, await headFile(), { timeoutMs });
+    probed = await probe(tools, head, options);
   } catch (err) {
     if (err instanceof FfmpegError) {
       throw new BadRecordingError(
@@ -164,10 +178,10 @@ async function exists(path: string): Promise<boolean> {
  */
 async function makePoster(
   tools: FfmpegTools,
-  head: HeadSource,
+  head: ProbeInput,
   out: string,
   signal: AbortSignal,
-  timeoutMs: number,
+  options: { timeoutMs: number; maxPixels: number; maxMemoryBytes: number },
   log: Logger,
 ): Promise<boolean> {
   for (const seek of [["-ss", "1"], []]) {
@@ -175,11 +189,19 @@ async function makePoster(
       await runFfmpeg(tools, [
         "-protocol_whitelist",
         head.whitelist,
+        "-f",
+        head.format,
+        "-max_pixels",
+        String(options.maxPixels),
         ...seek,
         "-i",
         head.url,
         ...posterOutputArgs(fileUrl(out)),
-      ], { signal, timeoutMs });
+      ], {
+        signal,
+        timeoutMs: options.timeoutMs,
+        maxMemoryBytes: options.maxMemoryBytes,
+      });
     } catch (err) {
       if (signal.aborted) throw err;
       log.warn("no poster: the recording is published without one", {
@@ -191,17 +213,6 @@ async function makePoster(
     if (await exists(out)) return true;
   }
   return false;
-}
-
-/** Where ffmpeg reads the recording's first chunks: a URL and the protocols it needs. */
-interface HeadSource {
-  url: string;
-  whitelist: string;
-}
-
-/** ffmpeg's URL for bytes [0, end) of a local file (the `subfile` protocol). */
-function subfileUrl(path: string, end: number): string {
-  return `subfile,,start,0,end,${end},,:${fileUrl(path)}`;
 }
 
 /** The ffmpeg input of the main pass. */
@@ -260,8 +271,9 @@ function passthroughFlags(tools: FfmpegTools): string[] {
 /**
  * Processes one recording in its work folder and publishes the outputs to
  * storage, unflushed (listed in `unflushed`: the caller flushes them after
- * committing). Throws {@link BadRecordingError} when the input is not media,
- * and {@link FfmpegError} when the main ffmpeg pass fails. A poster that
+ * committing). Throws {@link BadRecordingError} when the input is not media
+ * or is over a processing limit (lib/processing/limits.ts), and
+ * {@link FfmpegError} when the main ffmpeg pass fails. A poster that
  * cannot be made is left out (the result has no `poster`) and logged: it
  * does not fail the job.
  */
@@ -272,51 +284,68 @@ export async function processRecording(
   options: { signal?: AbortSignal; onProgress?: ProgressCallback } = {},
 ): Promise<ProcessingOutput> {
   const report = options.onProgress ?? (() => {});
-  const timeoutMs = ctx.config.ffmpegTimeoutMs;
+  const config = ctx.config;
+  const maxPixels = config.maxVideoPixels;
+  const maxMemoryBytes = config.ffmpegMaxMemoryBytes;
+  const probeOptions: ProbeOptions = {
+    timeoutMs: config.ffmpegTimeoutMs,
+    maxPixels,
+    maxMemoryBytes,
+  };
   const work = await ctx.storage.makeWorkDir(id);
+  /** The chunks' stream, when they are not in place: head, then block walk. */
+  let reader: ByteReader | undefined;
   try {
     report(0.01, "probing");
     const chunks = await listChunks(ctx, id);
     if (chunks.length === 0) {
       throw new BadRecordingError("The recording has no chunks to process.");
     }
-    const headChunks: typeof chunks = [];
+    // The head: whole chunks, the first one at least, up to PROBE_BYTES.
     let headBytes = 0;
     for (const c of chunks) {
-      if (headChunks.length > 0 && headBytes + c.size > PROBE_BYTES) break;
-      headChunks.push(c);
+      if (headBytes > 0 && headBytes + c.size > PROBE_BYTES) break;
       headBytes += c.size;
     }
     if (tools.missing) throw new FfmpegError(tools.missing);
     // The first chunks: read in place when the chunks lie in one local file
-    // in order (see mainInput), else assembled into head.bin.
+    // in order (see mainInput), else from the stream of the chunks (which
+    // then goes on to the block walk) into head.bin. Whichever it is, what
+    // ffmpeg reads must start like WebM or MP4 (chunk indexes decide
+    // nothing here).
     const local = await inPlace(ctx, id, chunks);
     const headPath = `${work}/head.bin`;
     let head: Uint8Array;
-    let headSource: HeadSource;
-    let headFile: () => Promise<string>;
     if (local) {
       head = await readHead(local.path, Math.min(local.end, headBytes));
-      headSource = {
+    } else {
+      reader = streamReader(openChunkStream(ctx, id, chunks));
+      head = await reader.peek(headBytes);
+      await Deno.writeFile(headPath, head);
+    }
+    const container = containerOf(head);
+    const format = container === "mp4" ? "mov" : "matroska";
+    const headSource: ProbeInput = local
+      ? {
         url: subfileUrl(local.path, head.length),
         whitelist: "file,subfile",
-      };
-      headFile = async () => {
-        await Deno.writeFile(headPath, head);
-        return headPath;
-      };
-    } else {
-      await ctx.storage.assemble(id, headChunks, headPath);
-      head = await Deno.readFile(headPath);
-      headSource = { url: fileUrl(headPath), whitelist: "file" };
-      headFile = () => Promise.resolve(headPath);
-    }
-    const ext = sniffExtension(head);
-    const { video, audio } = await probeHead(tools, head, headFile, timeoutMs);
+        format,
+      }
+      : { url: fileUrl(headPath), whitelist: "file", format };
+    const parsed = container === "webm" ? readMatroskaHead(head) : null;
+    const { video, audio } = await probeHead(
+      tools,
+      parsed,
+      headSource,
+      probeOptions,
+    );
     if (!video && !audio) {
       throw new BadRecordingError(
         "The uploaded data holds no audio or video stream.",
       );
+    }
+    if (video?.width && video.height) {
+      checkPictureSize(video.width, video.height, config);
     }
     options.signal?.throwIfAborted();
 
@@ -335,11 +364,54 @@ export async function processRecording(
       passthroughFlags(tools),
     );
 
+    // The whole recording's frames and duration, before anything decodes it.
+    const load = await measureWorkload(
+      tools,
+      {
+        local,
+        reader,
+        open: () => openChunkStream(ctx, id, chunks),
+        container,
+      },
+      parsed,
+      !!video,
+      probeOptions,
+    );
+    const picture = largestPicture(video, load.largestKeyframe);
+    if (picture) checkPictureSize(picture.width, picture.height, config);
+    if (video && !copyVideo) {
+      checkEncodeWork({
+        width: picture?.width ?? 0,
+        height: picture?.height ?? 0,
+        frames: load.frames,
+        durationS: load.durationS,
+      }, config);
+    }
+    const timeout = runTimeout(config, load.durationS);
+    options.signal?.throwIfAborted();
+
     const stage = copyVideo ? "remuxing" : "encoding mp4";
     const total = chunks.reduce((n, c) => n + c.size, 0);
     const progressOf = (bytes: number) =>
       report(0.05 + 0.85 * Math.min(1, bytes / total), stage);
     const input = mainInput(ctx, id, chunks, local, progressOf);
+
+    // A re-encode is stopped as soon as it passes MAX_ENCODE_PIXELS.
+    const mainControl = new AbortController();
+    let overLimit: BadRecordingError | undefined;
+    const stopMain = () => mainControl.abort();
+    options.signal?.addEventListener("abort", stopMain);
+    if (options.signal?.aborted) stopMain();
+    const onFrames = video && !copyVideo && picture
+      ? (frames: number) => {
+        try {
+          checkEncodedFrames(frames, picture.width, picture.height, config);
+        } catch (err) {
+          overLimit ??= err as BadRecordingError;
+          stopMain();
+        }
+      }
+      : undefined;
 
     // One pass: the seekable WebM/MKV (streams copied, duration and cues
     // written) and the faststart MP4.
@@ -351,7 +423,9 @@ export async function processRecording(
       "-fflags",
       "+genpts",
       "-f",
-      ext === "mp4" ? "mov" : "matroska",
+      format,
+      "-max_pixels",
+      String(maxPixels),
       ...input.args,
       ...streams,
       "-c",
@@ -369,11 +443,14 @@ export async function processRecording(
       "mp4",
       fileUrl(mp4),
     ], {
-      signal: options.signal,
-      timeoutMs,
+      signal: mainControl.signal,
+      timeoutMs: timeout.ms,
+      timeoutText: timeout.text,
+      maxMemoryBytes,
       input: input.stream,
       onBytes: input.inPlace ? progressOf : undefined,
       onProgress: (t) => lastOutTimeS = Math.max(lastOutTimeS, t),
+      onFrames,
     });
     // The poster, from the head, started right after the main pass and run
     // beside it; its own signal so a failed main pass stops it too.
@@ -388,7 +465,11 @@ export async function processRecording(
         headSource,
         `${work}/${posterName}`,
         posterControl.signal,
-        Math.min(timeoutMs, POSTER_TIMEOUT_MS),
+        {
+          timeoutMs: Math.min(timeout.ms, POSTER_TIMEOUT_MS),
+          maxPixels,
+          maxMemoryBytes,
+        },
         ctx.log,
       )
       : Promise.resolve(false);
@@ -401,9 +482,10 @@ export async function processRecording(
     } catch (err) {
       stopPoster();
       await posterRun.catch(() => {});
-      throw err;
+      throw overLimit ?? err;
     } finally {
       options.signal?.removeEventListener("abort", stopPoster);
+      options.signal?.removeEventListener("abort", stopMain);
     }
 
     // The muxer wrote the Duration into the finished file's header.
@@ -454,8 +536,23 @@ export async function processRecording(
       unflushed: published,
     };
   } finally {
+    await reader?.close();
     await ctx.storage.removeWorkDir(work);
   }
+}
+
+/** The larger of the header's picture and the largest VP8 keyframe's. */
+function largestPicture(
+  video: StreamFacts | undefined,
+  keyframe: { width: number; height: number } | undefined,
+): { width: number; height: number } | undefined {
+  const header = video?.width && video.height
+    ? { width: video.width, height: video.height }
+    : undefined;
+  if (!header || !keyframe) return header ?? keyframe;
+  return keyframe.width * keyframe.height > header.width * header.height
+    ? keyframe
+    : header;
 }
 
 /**

@@ -5,16 +5,21 @@
 
 import type { AppContext } from "../core/context.ts";
 import type { Recording } from "../kv/keys.ts";
-import type { ChunkRef } from "../storage/storage.ts";
+import { canOpenChunks, type ChunkRef } from "../storage/storage.ts";
 import { listChunks } from "./chunks.ts";
 import { getRecording } from "./ids.ts";
 
-/** The given stored chunks of a recording, one after another, as one stream. */
+/**
+ * The given stored chunks of a recording, one after another, as one stream:
+ * read as ranges when the storage can ({@link canOpenChunks}), so the cost
+ * follows the bytes and not the number of chunks; else chunk by chunk.
+ */
 export function openChunkStream(
   ctx: AppContext,
   id: string,
   chunks: ChunkRef[],
 ): ReadableStream<Uint8Array> {
+  const storage = ctx.storage;
   let i = 0;
   let current: ReadableStreamDefaultReader<Uint8Array> | undefined;
   return new ReadableStream<Uint8Array>({
@@ -22,7 +27,12 @@ export function openChunkStream(
       while (true) {
         if (!current) {
           if (i >= chunks.length) return controller.close();
-          current = (await ctx.storage.openChunk(id, chunks[i++])).getReader();
+          if (canOpenChunks(storage)) {
+            current = (await storage.openChunks(id, chunks)).getReader();
+            i = chunks.length;
+          } else {
+            current = (await storage.openChunk(id, chunks[i++])).getReader();
+          }
         }
         const { done, value } = await current.read();
         if (!done) return controller.enqueue(value);

@@ -135,6 +135,52 @@ export interface Storage {
   close(): void;
 }
 
+/**
+ * An optional read capability of a {@link Storage} (tested with
+ * {@link canOpenChunks}, as tusd tests its DataStore for extensions): many
+ * chunks read back as one stream at a cost linear in their bytes, not in
+ * their number, with chunks that continue each other in one stored file
+ * read as one range ({@link coalesceChunks}). Without it, callers open the
+ * chunks one by one ({@link Storage.openChunk}).
+ */
+export interface ChunkRangeReader {
+  /** The given chunks' bytes, one after another in the given order. */
+  openChunks(
+    videoId: string,
+    chunks: ChunkRef[],
+  ): Promise<ReadableStream<Uint8Array>>;
+}
+
+/** Whether `storage` reads many chunks at once ({@link ChunkRangeReader}). */
+export function canOpenChunks(
+  storage: Storage,
+): storage is Storage & ChunkRangeReader {
+  return typeof (storage as Partial<ChunkRangeReader>).openChunks ===
+    "function";
+}
+
+/**
+ * The same bytes as `chunks`, in the same order, with every run of chunks
+ * that lie one right after another in the same stored file merged into one
+ * range.
+ */
+export function coalesceChunks(chunks: ChunkRef[]): ChunkRef[] {
+  const ranges: ChunkRef[] = [];
+  let last: ChunkRef | undefined;
+  for (const c of chunks) {
+    const offset = c.offset ?? 0;
+    if (
+      last && last.file === c.file && (last.offset ?? 0) + last.size === offset
+    ) {
+      last.size += c.size;
+      continue;
+    }
+    last = { file: c.file, offset, size: c.size };
+    ranges.push(last);
+  }
+  return ranges;
+}
+
 /** The 413 for a chunk over MAX_CHUNK_BYTES. */
 export function chunkTooLarge(maxBytes: number): TooLargeError {
   return new TooLargeError(
