@@ -12,8 +12,11 @@ import {
   closeContext,
   openContext,
 } from "./lib/core/context.ts";
+import { apiKeysEnabled, loadSessionSecret } from "./lib/http/access.ts";
+import { hostCheck } from "./lib/http/host_check.ts";
 import { errorResponse } from "./lib/http/on_error.ts";
 import { requestLog } from "./lib/http/request_log.ts";
+import { serveGuarded } from "./lib/http/slow_guard.ts";
 import {
   describeTools,
   type FfmpegTools,
@@ -29,6 +32,50 @@ import { mediaRoutes } from "./routes/media.ts";
 import { pageRoutes } from "./routes/pages.tsx";
 import { tusMiddleware, tusRoutes } from "./routes/tus.ts";
 
+/**
+ * The API routes: they answer CORS (CORS_ORIGINS, by default any origin),
+ * since recorders run on other origins. Pages, media and live sockets do
+ * not (see {@link MEDIA_PATHS}).
+ */
+const API_PATHS = [
+  "/create/*",
+  "/add_data/*",
+  "/complete_job/*",
+  "/check_status/*",
+  "/video/*",
+  "/retry_job/*",
+  "/chunks/*",
+  "/files/*",
+];
+
+/** Media files answer CORS only for origins CORS_ORIGINS names (not `*`). */
+const MEDIA_PATHS = ["/media/*"];
+
+const CORS_OPTIONS = {
+  allowMethods: ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
+  exposeHeaders: [
+    "Content-Length",
+    "Content-Range",
+    "Accept-Ranges",
+    "ETag",
+    "Retry-After",
+    "Location",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "X-Upload-Token",
+    "X-Video-Id",
+  ],
+  maxAge: 600,
+};
+
 function corsOrigin(allowed: string[]) {
   if (allowed.includes("*")) return "*";
   return (origin: string) => (allowed.includes(origin) ? origin : null);
@@ -38,6 +85,17 @@ function corsOrigin(allowed: string[]) {
 export function createApp(ctx: AppContext): Hono {
   const app = new Hono({ strict: false });
   app.use("*", requestLog(ctx.log));
+  app.use("*", hostCheck(ctx.config));
+  if (apiKeysEnabled(ctx.config)) {
+    // Login sessions are checked with a secret kept in KV.
+    const secret = loadSessionSecret(ctx).catch((err) =>
+      ctx.log.error("login sessions are unavailable", { error: String(err) })
+    );
+    app.use("*", async (_c, next) => {
+      await secret;
+      await next();
+    });
+  }
   app.use(
     "*",
     secureHeaders({
@@ -55,34 +113,16 @@ export function createApp(ctx: AppContext): Hono {
   );
   app.use("/files", tusMiddleware(ctx));
   app.use("/files/*", tusMiddleware(ctx));
-  app.use(
-    "*",
-    cors({
-      origin: corsOrigin(ctx.config.corsOrigins),
-      allowMethods: ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
-      exposeHeaders: [
-        "Content-Length",
-        "Content-Range",
-        "Accept-Ranges",
-        "ETag",
-        "Retry-After",
-        "Location",
-        "Upload-Offset",
-        "Upload-Length",
-        "Upload-Defer-Length",
-        "Upload-Metadata",
-        "Upload-Expires",
-        "Tus-Resumable",
-        "Tus-Version",
-        "Tus-Extension",
-        "Tus-Max-Size",
-        "Tus-Checksum-Algorithm",
-        "X-Upload-Token",
-        "X-Video-Id",
-      ],
-      maxAge: 600,
-    }),
-  );
+  const apiCors = cors({
+    origin: corsOrigin(ctx.config.corsOrigins),
+    ...CORS_OPTIONS,
+  });
+  for (const path of API_PATHS) app.use(path, apiCors);
+  const named = ctx.config.corsOrigins.filter((o) => o !== "*");
+  if (named.length > 0) {
+    const mediaCors = cors({ origin: corsOrigin(named), ...CORS_OPTIONS });
+    for (const path of MEDIA_PATHS) app.use(path, mediaCors);
+  }
   app.route("/", apiRoutes(ctx));
   app.route("/", mediaRoutes(ctx));
   app.route("/", tusRoutes(ctx));
@@ -115,6 +155,7 @@ export interface Service {
 export async function startService(config: Config): Promise<Service> {
   const tools = await resolveTools(config.ffmpegPath, config.ffprobePath, {
     nice: config.ffmpegNice,
+    maxMemoryBytes: config.ffmpegMaxMemoryBytes,
   });
   const ctx = await openContext(config);
   await runSweep(ctx, { orphans: !config.sharedKv, startup: true });
@@ -139,6 +180,15 @@ export async function startService(config: Config): Promise<Service> {
   };
 }
 
+/** Says at start-up which Host names the server answers for. */
+export function describeHosts(config: Config): string {
+  return config.allowedHosts.includes("*")
+    ? "hosts: any Host header is answered (ALLOWED_HOSTS=*): no DNS-rebinding guard"
+    : `hosts: answers IP addresses, localhost, names without a dot, this machine's name${
+      config.allowedHosts.length ? ` and ${config.allowedHosts.join(", ")}` : ""
+    } (ALLOWED_HOSTS); other Host headers get 421`;
+}
+
 /** Says at start-up whether ingest lets go of the page cache. */
 export function describePageCache(config: Config): string {
   return canDropPages()
@@ -159,13 +209,24 @@ if (import.meta.main) {
     service.worker?.wake();
     await runSweep(service.ctx);
   });
-  const server = Deno.serve({
+  const server = await serveGuarded({
     port: config.port,
     hostname: config.hostname,
-    onListen({ hostname, port }) {
-      log.info(`tapedeck listening on http://${hostname}:${port}/`);
-    },
+    headerTimeoutMs: config.headerTimeoutMs,
+    bodyMinBytesPerS: config.bodyMinBytesPerS,
+    bodyRateWindowMs: config.bodyRateWindowMs,
+    bodyTimeoutMs: config.bodyTimeoutMs,
+    shutdownGraceMs: 4_000,
   }, service.app.fetch);
+  log.info(server.description);
+  log.info(describeHosts(config));
+  log.info(
+    `tapedeck listening on http://${
+      server.addr.hostname.includes(":")
+        ? `[${server.addr.hostname}]`
+        : server.addr.hostname
+    }:${server.addr.port}/`,
+  );
   let stopping = false;
   const stop = async () => {
     if (stopping) return;

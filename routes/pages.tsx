@@ -8,11 +8,12 @@ import Dashboard from "../islands/dashboard.tsx";
 import Recorder from "../islands/recorder.tsx";
 import RecordingDetail from "../islands/recording_detail.tsx";
 import {
-  apiKeyCookie,
   apiKeysEnabled,
   authorizeView,
+  isSameOrigin,
   logIn,
   requireApiKey,
+  sessionCookie,
 } from "../lib/http/access.ts";
 import {
   type AssetManifest,
@@ -25,7 +26,7 @@ import {
   loadRecordingView,
   parsePageQuery,
 } from "../lib/http/dashboard.ts";
-import { AppError, TooLargeError } from "../lib/core/errors.ts";
+import { AppError, ForbiddenError, TooLargeError } from "../lib/core/errors.ts";
 import { STATUS_OF, typedError } from "../lib/http/on_error.ts";
 import { shortId } from "../common/format.ts";
 
@@ -199,13 +200,18 @@ export function pageRoutes(ctx: AppContext): Hono {
       },
     }),
     async (c) => {
+      // A form posted from another site (login CSRF) is refused.
+      if (!isSameOrigin(c.req.raw)) {
+        throw new ForbiddenError(
+          "The login form must be sent from this server's own login page.",
+        );
+      }
       const form: Record<string, unknown> = await c.req.parseBody().catch(
         () => ({}),
       );
       const key = typeof form.key === "string" ? form.key.slice(0, 500) : "";
-      const secure = new URL(c.req.url).protocol === "https:";
       try {
-        const cookie = logIn(ctx.config, key, secure);
+        const cookie = logIn(ctx.config, key, c.req.raw);
         return new Response(null, {
           status: 303,
           headers: { Location: "/", "Set-Cookie": cookie },
@@ -222,10 +228,7 @@ export function pageRoutes(ctx: AppContext): Hono {
       status: 303,
       headers: {
         Location: "/login",
-        "Set-Cookie": apiKeyCookie(
-          "",
-          new URL(c.req.url).protocol === "https:",
-        ),
+        "Set-Cookie": sessionCookie(ctx.config, "", c.req.raw),
       },
     }));
 

@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import type { MiddlewareHandler } from "hono";
 import {
+  authorizeDelete,
   authorizeUpload,
   authorizeView,
   requireApiKey,
@@ -70,7 +71,7 @@ export function tusRoutes(ctx: AppContext): Hono {
 
   tus.delete("/files/:id", async (c) => {
     const id = c.req.param("id");
-    await authorizeUpload(ctx, id, c.req.raw);
+    await authorizeDelete(ctx, id, c.req.raw);
     await terminateUpload(ctx, id, c.req.raw);
     return c.body(null, 204);
   });

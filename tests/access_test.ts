@@ -120,6 +120,14 @@ Deno.test("access: PRIVATE_RECORDINGS needs an API key or the session's token to
     async ({ url }) => {
       const a = await (await create(url, { "x-api-key": "k1" })).json();
       const b = await (await create(url, { "x-api-key": "k1" })).json();
+      // The login session cookie (it used to be the raw key, which no longer works).
+      const login = await fetch(`${url}/login`, {
+        method: "POST",
+        body: new URLSearchParams({ key: "k1" }),
+        redirect: "manual",
+      });
+      await login.body?.cancel();
+      const session = (login.headers.get("set-cookie") ?? "").split(";")[0];
       for (
         const path of [`/check_status/${a.video_id}/`, `/video/${a.video_id}/`]
       ) {
@@ -133,7 +141,7 @@ Deno.test("access: PRIVATE_RECORDINGS needs an API key or the session's token to
         const ways: Record<string, string>[] = [
           { "x-api-key": "k1" },
           { "x-upload-token": a.upload_token },
-          { cookie: "tapedeck_key=k1" },
+          { cookie: session },
         ];
         for (const headers of ways) {
           const res = await fetch(`${url}${path}`, { headers });

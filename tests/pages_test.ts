@@ -300,8 +300,19 @@ Deno.test("pages: with API keys set, the dashboard, recorder and live list need 
         "x-api-key": "k-123",
       });
       assertHtml(allowed.res);
-      const cookie = await getPage(`${server.url}${path}`, {
+      // A cookie holding the raw key is not a session (it used to be accepted).
+      const rawKey = await getPage(`${server.url}${path}`, {
         cookie: "tapedeck_key=k-123",
+      });
+      assertHtml(rawKey.res, 401);
+      const login = await fetch(`${server.url}/login`, {
+        method: "POST",
+        body: new URLSearchParams({ key: "k-123" }),
+        redirect: "manual",
+      });
+      await login.body?.cancel();
+      const cookie = await getPage(`${server.url}${path}`, {
+        cookie: (login.headers.get("set-cookie") ?? "").split(";")[0],
       });
       assertHtml(cookie.res);
     }
@@ -421,7 +432,9 @@ Deno.test("pages: with API keys set, /login checks the key and sets an HttpOnly 
     assert.equal(right.status, 303);
     await right.body?.cancel();
     const cookie = right.headers.get("set-cookie") ?? "";
-    assert.match(cookie, /^tapedeck_key=sesame;/);
+    // A signed session, not the key itself (the cookie used to hold the key).
+    assert.match(cookie, /^tapedeck_key=v1\.[^;]+;/);
+    assert.doesNotMatch(cookie, /sesame/);
     assert.match(cookie, /HttpOnly/);
     assert.match(cookie, /SameSite=Strict/);
 

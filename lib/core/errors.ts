@@ -116,6 +116,13 @@ export class ForbiddenError extends AppError {
   }
 }
 
+/** The request names a host this server does not answer for (421). */
+export class MisdirectedRequestError extends AppError {
+  constructor(message: string) {
+    super("misdirected", message);
+  }
+}
+
 /** The client stopped sending (or sends too slowly). */
 export class RequestTimeoutError extends AppError {
   constructor(message: string) {

@@ -1,549 +1,680 @@
 /**
- * PROTOTYPE (issue 12, "slow requests are never dropped"): `Deno.serve` with
- * a request-head timeout per connection, and a way to really close a
- * connection after a 408 for a body that comes too slowly.
+ * The HTTP listener of `main.ts`, with limits on slow clients (issue 12,
+ * "slow requests are never dropped"): a request head must be complete
+ * within `headerTimeoutMs` of the connection opening (or of the previous
+ * response on a kept-alive connection), and a request body must keep up a
+ * minimum rate (and, optionally, finish within a deadline). A client that
+ * does not gets a JSON `408` and its connection is closed.
  *
- * Why this is needed (Deno 2.9.6; sources cited from tag v2.9.5): the
- * HTTP/1.1 server behind `Deno.serve` (`deno_http_h1`, used by
- * ext/http/http_next.rs `serve_http11_raw`) has no read timeout of any kind,
- * and `Deno.serve` has no option for one: a client that sends one header line
- * every 10 s, or nothing at all, keeps its connection for as long as it
- * likes (measured: 20 of 20 such connections still open after 75 s). And
- * after a handler answers a request whose body it did not read to the end
- * (a 408 for a stalled body), the server drains the rest of the body
- * (`discard_body_with_scratch`, no limit, no timeout) before it closes the
- * connection, whatever `Connection: close` says: the slow client keeps its
- * connection after the 408 too.
+ * Why `node:http` and not `Deno.serve` (Deno 2.9.6; read in the sources of
+ * tag v2.9.5, ext/http):
+ * - `Deno.serve` has no read timeout of any kind and no option for one, and
+ *   after a handler answers without reading the whole body (a `408` for a
+ *   stalled body) it drains the rest of the body, however slowly it comes,
+ *   before it closes the connection.
+ * - Serving each accepted connection with the internal
+ *   `Deno[Deno.internal].serveHttpOnConnection` (the earlier prototype of
+ *   this module) gives a per-connection kill switch, but a WebSocket
+ *   upgraded on such a connection is force-closed at once: the
+ *   per-connection server ends with the upgrade, and `serveHttpOn`
+ *   (00_serve.ts) then calls `op_http_close(rid, false)`, whose forced mode
+ *   calls `begin_shutdown(Forced)` on that server's registry of upgraded
+ *   sockets (http_next.rs, service.rs `ActiveWebSockets`). Nothing reachable
+ *   from JavaScript avoids that call, and `upgradeHttpRaw`, the only way to
+ *   take an upgraded connection back, was removed before 2.9.6 (#36528).
+ * - `node:http` under Deno enforces `headersTimeout` (answering `408`
+ *   itself) and `keepAliveTimeout`, lets us count body bytes as they arrive
+ *   and destroy a socket, and hands WebSocket upgrades to Deno's own
+ *   WebSocket through the public `Deno.upgradeWebSocket(req, {socket,
+ *   head})` (Deno 2.8+). Its CPU cost on loopback is about that of
+ *   `Deno.serve` (see docs in README, "Slow clients").
  *
- * How: we accept the TCP connections ourselves (`Deno.listen`) and serve each
- * one with Deno's own HTTP machinery on that connection
- * (`serveHttpOnConnection`, the internal function behind `Deno.serve`, which
- * takes a per-connection AbortSignal). The request parsing, body streaming
- * and response writing stay in Rust exactly as in `Deno.serve`; what is added
- * is one JS accept per connection, a counter and an `info.completed`
- * callback per request, and one sweep timer for the whole server
- * (measured on loopback, 200 clients, server CPU seconds, 3 rounds on a
- * busy 2-core machine: 1000 x 1 MiB POSTs 1.89 vs 1.90 for Deno.serve;
- * 10 000 x 1 KiB 1.85 vs 1.53 (+20%); 600 x 1 MiB on a new connection
- * each 1.68 vs 1.61 (+4%)).
- * Per connection:
- * - the head clock runs whenever no request is being handled on it: from
- *   the accept, and again from the moment a response has been fully sent
- *   (`info.completed`); past `headerTimeoutMs` (checked by a sweep every
- *   quarter of it, at most every second), the connection is closed (its
- *   per-connection AbortSignal). Idle keep-alive connections are thereby
- *   closed after the same time (as nginx's `client_header_timeout` /
- *   `keepalive_timeout` would). A request whose head is completed in the
- *   very same instant can be caught by the close: the client sees a reset
- *   connection, as with any keep-alive timeout race.
- * - when a handler returns a response carrying `Connection: close` (as
- *   `RequestTimeoutError` does), the connection is cut as soon as that
- *   response has been sent (at most `closeAfterMs` after it was returned),
- *   instead of draining the rest of the body for as long as the client likes.
- * No 408 can be written on a head timeout: the connection's socket belongs to
- * Deno's HTTP server, which has no hook for it; the client sees the
- * connection close (RFC 9110 allows closing an idle connection at any time).
- *
- * The body side (a minimum rate / total deadline) is {@link watchBody}: the
- * handler reads the body itself, so a watchdog there can fail the read with a
- * {@link SlowBodyError}; the handler answers 408 with `Connection: close` and
- * the guard above then closes the connection.
- *
- * LIMITATION, WebSockets: a connection upgraded by `Deno.upgradeWebSocket`
- * is torn down at once when served this way (Deno 2.9.6: the per-connection
- * server ends with the upgrade, and its end, `op_http_close(rid, false)` in
- * ext/http/00_serve.ts `serveHttpOn`, force-closes every WebSocket of that
- * server). Serve `/ws` from a plain `Deno.serve` listener (another port).
- *
- * Risk: `serveHttpOnConnection` is reached through `Deno[Deno.internal]`,
- * which is not a public API and may change in any Deno release. When it is
- * missing, {@link serveGuarded} falls back to plain `Deno.serve` and says so
- * (`guarded: false`); tests/slow_guard_test.ts fails then, so an upgrade that
- * breaks it is noticed.
+ * Handlers get a standard `Request` (a byte-stream body, so BYOB readers
+ * work) and return a `Response`, as with `Deno.serve`; a live socket is
+ * accepted with {@link upgradeWebSocket} instead of `Deno.upgradeWebSocket`
+ * (it works under both servers). When `headerTimeoutMs` is 0 or this Deno
+ * lacks the upgrade option, {@link serveGuarded} serves with plain
+ * `Deno.serve` and says so in {@link GuardedServer.description}.
  */
+
+import http from "node:http";
+import type { Socket } from "node:net";
+import { RequestTimeoutError } from "../core/errors.ts";
+
+/** What a handler gets besides the request (as `Deno.serve` gives it). */
+export interface ServeInfo {
+  remoteAddr: Deno.NetAddr;
+}
+
+/** A request handler, as for `Deno.serve`. */
+export type GuardedHandler = (
+  req: Request,
+  info: ServeInfo,
+) => Response | Promise<Response>;
 
 /** Options of {@link serveGuarded}. */
 export interface GuardedServeOptions {
-  hostname?: string;
-  port?: number;
+  hostname: string;
+  port: number;
   /**
-   * Longest a connection may go without a request being handled on it:
-   * the time a client has to send a complete request head after connecting
-   * or after its previous response was sent. Default 10 000 ms.
+   * Longest a connection may take to send a complete request head, counted
+   * from the connection opening or from the first byte of the next request
+   * on a kept-alive one; also the longest a kept-alive connection may stay
+   * idle. 0 turns the guard off (plain `Deno.serve`).
    */
-  headerTimeoutMs?: number;
+  headerTimeoutMs: number;
+  /** Least average body rate, in bytes per second over each window; 0 turns it off. */
+  bodyMinBytesPerS: number;
+  /** The window the body rate is averaged over, in ms. */
+  bodyRateWindowMs: number;
+  /** Longest a whole request body may take, in ms; 0 for no limit. */
+  bodyTimeoutMs: number;
   /**
-   * After a handler returned a response with `Connection: close`, the
-   * connection is cut once that response has been sent, or this long after
-   * it was returned, whichever comes first. Default 1000 ms.
-   */
-  closeAfterMs?: number;
-  /**
-   * On {@link GuardedServer.shutdown}, how long requests in progress may
-   * take to finish before their connections are cut. Default 10 000 ms.
+   * On {@link GuardedServer.shutdown}, how long requests in progress may take
+   * to finish before their connections are cut. Default 10 000 ms.
    */
   shutdownGraceMs?: number;
-  signal?: AbortSignal;
   onListen?: (addr: Deno.NetAddr) => void;
-  onError?: (error: unknown) => Response | Promise<Response>;
 }
 
 /** A server started by {@link serveGuarded}. */
 export interface GuardedServer {
   readonly addr: Deno.NetAddr;
-  /** False when Deno lacks the per-connection API: plain Deno.serve, no head timeout. */
+  /** False when serving with plain `Deno.serve` (no slow-client limits). */
   readonly guarded: boolean;
-  /** Resolves once the listener is closed and every connection has ended. */
-  readonly finished: Promise<void>;
-  /** Connections open now. */
-  readonly connections: number;
-  /** Connections closed by the head timeout so far. */
+  /** One line for the start-up log saying which limits hold. */
+  readonly description: string;
+  /** Connections closed for a slow or idle request head so far. */
   readonly headTimeouts: number;
-  /** Connections cut after a `Connection: close` response so far. */
-  readonly closedAfterResponse: number;
+  /** Request bodies failed for coming too slowly so far. */
+  readonly slowBodies: number;
+  /** Live sockets open now (upgraded through this server). */
+  readonly webSockets: number;
   /**
-   * Stops accepting; closes idle connections at once and the others as
-   * soon as their requests are answered (at the latest after
-   * `shutdownGraceMs`).
+   * Stops accepting connections, closes idle ones and live sockets (1001) at
+   * once, lets requests in progress finish (each then closes its
+   * connection), and cuts what is left after `shutdownGraceMs`.
    */
   shutdown(): Promise<void>;
 }
 
-interface ConnectionServer {
-  finished: Promise<void>;
+/** A request body that came too slowly (408, and the connection is closed). */
+export class SlowBodyError extends RequestTimeoutError {
+  /** "rate": under the minimum rate; "deadline": not complete in time. */
+  readonly reason: "rate" | "deadline";
+  constructor(reason: "rate" | "deadline", message: string) {
+    super(message);
+    this.reason = reason;
+  }
 }
 
-type ServeHttpOnConnection = (
-  conn: Deno.Conn,
-  signal: AbortSignal,
-  handler: Deno.ServeHandler,
-  onError: (error: unknown) => Response | Promise<Response>,
-  onListen: () => void,
-) => ConnectionServer;
+/** The `Deno.upgradeWebSocket` option this server needs (Deno 2.8+). */
+type NodeUpgradeOptions = Deno.UpgradeWebSocketOptions & {
+  socket?: Socket;
+  head?: Uint8Array;
+};
 
-function internalServeOnConnection(): ServeHttpOnConnection | undefined {
-  const deno = Deno as unknown as Record<symbol, unknown> & {
-    internal?: symbol;
-  };
-  const internals = deno.internal
-    ? deno[deno.internal] as Record<string, unknown> | undefined
-    : undefined;
-  const fn = internals?.serveHttpOnConnection;
-  return typeof fn === "function" ? fn as ServeHttpOnConnection : undefined;
+/** An upgrade request waiting for its handler, by the Request given to it. */
+interface PendingUpgrade {
+  socket: Socket;
+  head: Uint8Array;
+  sockets: Set<WebSocket>;
+  upgraded: boolean;
 }
 
-/** How long after a `Connection: close` response settled its connection is cut. */
-const CLOSE_LINGER_MS = 100;
-
-/** True while a connection is being cut (see `cut` in serveGuarded). */
-let cutting = false;
-let swallowerInstalled = false;
+const pendingUpgrades = new WeakMap<Request, PendingUpgrade>();
 
 /**
- * Abort listeners report their exceptions synchronously through the global
- * "error" event; this drops the one a cut of an already-closed connection
- * raises, and nothing else.
+ * `Deno.upgradeWebSocket` for a request from either server: over the
+ * `node:http` socket for {@link serveGuarded}'s requests, as usual for
+ * `Deno.serve`'s. The socket is closed (1001) when the server shuts down.
  */
-function installCutErrorSwallower(): void {
-  if (swallowerInstalled) return;
-  swallowerInstalled = true;
-  globalThis.addEventListener("error", (event) => {
-    if (cutting && event.error instanceof Deno.errors.BadResource) {
-      event.preventDefault();
-    }
+export function upgradeWebSocket(req: Request): Deno.WebSocketUpgrade {
+  const pending = pendingUpgrades.get(req);
+  if (!pending) return Deno.upgradeWebSocket(req);
+  const options: NodeUpgradeOptions = {
+    socket: pending.socket,
+    head: pending.head,
+  };
+  const upgrade = Deno.upgradeWebSocket(req, options);
+  pending.upgraded = true;
+  const ws = upgrade.socket;
+  pending.sockets.add(ws);
+  ws.addEventListener("close", () => pending.sockets.delete(ws));
+  return upgrade;
+}
+
+/** Whether this Deno takes a `node:http` socket in `Deno.upgradeWebSocket` (2.8+). */
+export function nodeUpgradeSupported(): boolean {
+  const [major, minor] = Deno.version.deno.split(".").map(Number);
+  return major > 2 || (major === 2 && minor >= 8);
+}
+
+/** A complete JSON error answer written straight to a socket. */
+function rawJsonError(status: number, error: string): string {
+  const body = JSON.stringify({ error });
+  return `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? "Error"}\r\n` +
+    "Content-Type: application/json; charset=UTF-8\r\n" +
+    `Content-Length: ${new TextEncoder().encode(body).length}\r\n` +
+    `Connection: close\r\n\r\n${body}`;
+}
+
+function jsonError(status: number, error: string): Response {
+  return Response.json({ error }, {
+    status,
+    headers: { Connection: "close" },
   });
 }
 
-function defaultOnError(error: unknown): Response {
-  console.error("Unhandled error in a request handler:", error);
-  return new Response("Internal Server Error", { status: 500 });
-}
+/** A Host header value a URL can be built on: a name or IP literal, and a port. */
+const HOST_SYNTAX =
+  /^(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
-/** What the server keeps per connection. */
-interface Guarded {
-  server: ConnectionServer;
-  /** When it last became idle (performance.now()). */
-  idleSince: number;
-  /** No request is being handled on it, and it is not being closed. */
-  idle(): boolean;
-  /** Force-closes it now. */
-  cut(): void;
-  /** Cuts it once no request is being handled on it. */
-  cutWhenIdle(): void;
+/** A `.` or `..` path segment, also percent-encoded. */
+const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+
+/** Answers read whole and sent with a Content-Length (the app's are small). */
+const SMALL_BODY_TYPES = /^(?:application\/json|text\/html|text\/plain)\b/i;
+
+/** What is tracked of one request body while it arrives. */
+interface BodyWatch {
+  started: number;
+  windowStart: number;
+  windowBytes: number;
+  /** The handler is not reading (its queue is full): the rate is not counted. */
+  paused: boolean;
+  fail(err: SlowBodyError): void;
 }
 
 /**
- * `Deno.serve` (HTTP/1.1 and h2c over TCP) with a head timeout per
- * connection and a real close after `Connection: close` responses.
+ * Serves `handler` on `hostname:port` with the slow-client limits (see the
+ * module comment); resolves once it is listening.
  */
-export function serveGuarded(
+export async function serveGuarded(
   options: GuardedServeOptions,
-  handler: Deno.ServeHandler<Deno.NetAddr>,
-): GuardedServer {
-  const headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
-  const closeAfterMs = options.closeAfterMs ?? 1000;
+  handler: GuardedHandler,
+): Promise<GuardedServer> {
+  if (options.headerTimeoutMs <= 0 || !nodeUpgradeSupported()) {
+    return servePlain(options, handler);
+  }
+  const headerTimeoutMs = options.headerTimeoutMs;
+  const minBytes = (options.bodyMinBytesPerS * options.bodyRateWindowMs) /
+    1000;
+  const windowMs = options.bodyRateWindowMs;
+  const bodyTimeoutMs = options.bodyTimeoutMs;
   const shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
-  const onError = options.onError ?? defaultOnError;
-  const serveOn = internalServeOnConnection();
-  const hostname = options.hostname ?? "0.0.0.0";
-  const port = options.port ?? 8000;
+  const sockets = new Set<WebSocket>();
+  const bodies = new Set<BodyWatch>();
+  let headTimeouts = 0;
+  let slowBodies = 0;
+  let stopping = false;
+  let listenAddr: Deno.NetAddr = {
+    transport: "tcp",
+    hostname: options.hostname,
+    port: options.port,
+  };
 
-  if (!serveOn) {
-    console.warn(
-      "slow_guard: this Deno has no serveHttpOnConnection; serving with plain Deno.serve, WITHOUT a request-head timeout.",
+  const server = http.createServer({
+    headersTimeout: headerTimeoutMs,
+    // Bodies are limited by rate (below), not by a total time Node would
+    // count from the head: a big chunk on a slow uplink takes long.
+    requestTimeout: 0,
+    keepAliveTimeout: headerTimeoutMs,
+    connectionsCheckingInterval: Math.max(
+      25,
+      Math.min(1000, Math.floor(headerTimeoutMs / 4)),
+    ),
+    noDelay: true,
+  } as http.ServerOptions);
+
+  /** HTTP connections open now (upgraded ones leave: Deno owns them). */
+  const connections = new Set<Socket>();
+  server.on("connection", (socket: Socket) => {
+    connections.add(socket);
+    socket.once("close", () => connections.delete(socket));
+  });
+
+  // One sweep for every body in progress (no timer per request).
+  const sweep = setInterval(
+    () => {
+      const now = performance.now();
+      for (const b of bodies) {
+        if (bodyTimeoutMs > 0 && now - b.started >= bodyTimeoutMs) {
+          b.fail(
+            new SlowBodyError(
+              "deadline",
+              `The request body was not complete within ${bodyTimeoutMs} ms (BODY_TIMEOUT_MS); nothing was stored. Send it again on a faster connection, or in smaller pieces.`,
+            ),
+          );
+          continue;
+        }
+        if (b.paused || minBytes <= 0) {
+          b.windowStart = now;
+          b.windowBytes = 0;
+          continue;
+        }
+        if (now - b.windowStart < windowMs) continue;
+        if (b.windowBytes < minBytes) {
+          const rate = Math.round(
+            (b.windowBytes * 1000) / (now - b.windowStart),
+          );
+          b.fail(
+            new SlowBodyError(
+              "rate",
+              `The request body came at ${rate} bytes/s, under the minimum of ${options.bodyMinBytesPerS} bytes/s (BODY_MIN_BYTES_PER_S over ${windowMs} ms); nothing was stored. Send it again.`,
+            ),
+          );
+          continue;
+        }
+        b.windowStart = now;
+        b.windowBytes = 0;
+      }
+    },
+    Math.max(25, Math.min(1000, Math.floor(windowMs / 4))),
+  );
+
+  const remoteOf = (socket: Socket): Deno.NetAddr => ({
+    transport: "tcp",
+    hostname: socket.remoteAddress ?? "unknown",
+    port: socket.remotePort ?? 0,
+  });
+
+  /** The Request for a parsed head, or the reason it cannot be one. */
+  const toRequest = (
+    req: http.IncomingMessage,
+    body: ReadableStream<Uint8Array> | null,
+  ): Request | string => {
+    const target = req.url ?? "/";
+    if (!target.startsWith("/")) {
+      return "The request target must be a path (origin form), like /create/.";
+    }
+    const path = target.split(/[?#]/, 1)[0];
+    if (path.includes("\\") || DOT_SEGMENT.test(path)) {
+      // A URL would resolve these (to another path than the one sent).
+      return "The path has dot segments (/../) or backslashes; send the path itself.";
+    }
+    const host = req.headers.host ??
+      (listenAddr.hostname.includes(":")
+        ? `[${listenAddr.hostname}]:${listenAddr.port}`
+        : `${listenAddr.hostname}:${listenAddr.port}`);
+    if (!HOST_SYNTAX.test(host)) {
+      return "The Host header is not a host name or address with an optional port.";
+    }
+    const headers = new Headers();
+    try {
+      const raw = req.rawHeaders;
+      for (let i = 0; i + 1 < raw.length; i += 2) {
+        headers.append(raw[i], raw[i + 1]);
+      }
+      return new Request(`http://${host}${target}`, {
+        method: req.method,
+        headers,
+        body,
+        duplex: "half",
+      } as RequestInit);
+    } catch {
+      return "The request head could not be read (a header or the path has characters HTTP does not allow).";
+    }
+  };
+
+  /** The request body as a byte stream, watched for its rate. */
+  const bodyOf = (req: http.IncomingMessage): ReadableStream<Uint8Array> => {
+    let watch: BodyWatch | undefined;
+    let ended = false;
+    return new ReadableStream({
+      type: "bytes",
+      start(controller: ReadableByteStreamController) {
+        const now = performance.now();
+        watch = {
+          started: now,
+          windowStart: now,
+          windowBytes: 0,
+          paused: false,
+          fail(err) {
+            if (ended) return;
+            ended = true;
+            slowBodies++;
+            bodies.delete(watch!);
+            req.pause();
+            controller.error(err);
+          },
+        };
+        bodies.add(watch);
+        req.on("data", (chunk: Uint8Array) => {
+          if (ended) return;
+          watch!.windowBytes += chunk.length;
+          const pull = controller.byobRequest;
+          const view = pull?.view;
+          if (pull && view) {
+            // A reader is waiting with its own buffer: one copy, into it.
+            const into = new Uint8Array(
+              view.buffer,
+              view.byteOffset,
+              view.byteLength,
+            );
+            const n = Math.min(into.length, chunk.length);
+            into.set(chunk.subarray(0, n));
+            pull.respond(n);
+            if (n < chunk.length) {
+              controller.enqueue(Uint8Array.prototype.slice.call(chunk, n));
+            }
+          } else if (
+            chunk.byteOffset === 0 &&
+            chunk.byteLength === chunk.buffer.byteLength
+          ) {
+            // Node gives each read a buffer of its own: the stream takes it.
+            controller.enqueue(chunk);
+          } else {
+            controller.enqueue(new Uint8Array(chunk));
+          }
+          if ((controller.desiredSize ?? 0) <= 0) {
+            watch!.paused = true;
+            req.pause();
+          }
+        });
+        req.on("end", () => {
+          if (ended) return;
+          ended = true;
+          bodies.delete(watch!);
+          controller.close();
+          controller.byobRequest?.respond(0);
+        });
+        // The body breaking off (the socket closed mid-body) also ends here.
+        req.on("error", () => {});
+        req.on("close", () => {
+          if (ended) return;
+          ended = true;
+          bodies.delete(watch!);
+          controller.error(
+            new Deno.errors.ConnectionReset(
+              "The client closed the connection before the request body ended.",
+            ),
+          );
+        });
+      },
+      pull() {
+        if (watch?.paused) {
+          watch.paused = false;
+          req.resume();
+        }
+      },
+      cancel() {
+        if (ended) return;
+        ended = true;
+        bodies.delete(watch!);
+        // Discard the rest; the answer will close the connection.
+        req.resume();
+      },
+    }, { highWaterMark: 256 * 1024 });
+  };
+
+  const hasBody = (req: http.IncomingMessage): boolean =>
+    req.method !== "GET" && req.method !== "HEAD" &&
+    (req.headers["transfer-encoding"] !== undefined ||
+      Number(req.headers["content-length"] ?? 0) > 0);
+
+  const answer = async (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    response: Response,
+  ) => {
+    res.statusCode = response.status;
+    for (const [name, value] of response.headers) {
+      if (name !== "set-cookie") res.setHeader(name, value);
+    }
+    const cookies = response.headers.getSetCookie();
+    if (cookies.length > 0) res.setHeader("set-cookie", cookies);
+    // A connection whose request body was not read to its end is closed
+    // after the answer rather than drained, however slowly the rest comes.
+    if (stopping || !req.complete) res.setHeader("connection", "close");
+    const body = response.body;
+    if (
+      !body || req.method === "HEAD" || response.status === 204 ||
+      response.status === 304
+    ) {
+      await body?.cancel().catch(() => {});
+      res.end();
+      return;
+    }
+    if (
+      !response.headers.has("content-length") &&
+      SMALL_BODY_TYPES.test(response.headers.get("content-type") ?? "")
+    ) {
+      // JSON and pages are small: one write with a Content-Length.
+      const whole = new Uint8Array(await response.arrayBuffer());
+      res.setHeader("content-length", whole.length);
+      res.end(whole);
+      return;
+    }
+    const reader = body.getReader();
+    let gone = false;
+    const onClose = () => {
+      gone = true;
+      reader.cancel().catch(() => {});
+    };
+    res.once("close", onClose);
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || gone) break;
+        if (!res.write(value)) {
+          await new Promise<void>((resolve) => {
+            const go = () => {
+              res.off("drain", go);
+              res.off("close", go);
+              resolve();
+            };
+            res.on("drain", go);
+            res.on("close", go);
+          });
+        }
+      }
+      if (!gone) res.end();
+    } catch {
+      // The body failed mid-way: the client sees the connection cut.
+      res.destroy();
+    } finally {
+      res.off("close", onClose);
+    }
+  };
+
+  server.on("request", (req, res) => {
+    // No `signal` on the Request (nothing here uses it): a client that goes
+    // away mid-body errors the body stream instead.
+    const request = toRequest(req, hasBody(req) ? bodyOf(req) : null);
+    const respond = async () => {
+      let response: Response;
+      if (typeof request === "string") {
+        response = jsonError(400, request);
+      } else {
+        try {
+          response = await handler(request, {
+            remoteAddr: remoteOf(req.socket),
+          });
+        } catch (err) {
+          console.error("Unhandled error in a request handler:", err);
+          response = jsonError(
+            500,
+            "The server hit an unexpected error; nothing was stored. Retry the request.",
+          );
+        }
+      }
+      await answer(req, res, response);
+    };
+    respond().catch(() => res.destroy());
+  });
+
+  server.on("upgrade", (req, socket: Socket, head: Uint8Array) => {
+    connections.delete(socket);
+    const request = toRequest(req, null);
+    const write = async (response: Response) => {
+      const lines = [
+        `HTTP/1.1 ${response.status} ${
+          http.STATUS_CODES[response.status] ?? "Error"
+        }`,
+      ];
+      const text = new Uint8Array(await response.arrayBuffer());
+      for (const [name, value] of response.headers) {
+        if (name === "content-length" || name === "connection") continue;
+        if (name === "set-cookie") continue;
+        lines.push(`${name}: ${value}`);
+      }
+      for (const c of response.headers.getSetCookie()) {
+        lines.push(`set-cookie: ${c}`);
+      }
+      lines.push(`content-length: ${text.length}`, "connection: close", "", "");
+      socket.write(lines.join("\r\n"));
+      socket.end(text);
+    };
+    if (typeof request === "string") {
+      socket.end(rawJsonError(400, request));
+      return;
+    }
+    const pending: PendingUpgrade = {
+      socket,
+      head,
+      sockets,
+      upgraded: false,
+    };
+    pendingUpgrades.set(request, pending);
+    (async () => {
+      let response: Response;
+      try {
+        response = stopping
+          ? jsonError(
+            503,
+            "The server is restarting; connect again in a few seconds.",
+          )
+          : await handler(request, { remoteAddr: remoteOf(socket) });
+      } catch (err) {
+        console.error("Unhandled error in an upgrade handler:", err);
+        response = jsonError(500, "The server hit an unexpected error.");
+      }
+      pendingUpgrades.delete(request);
+      // Deno wrote the 101 and owns the connection now.
+      if (pending.upgraded && response.status === 101) return;
+      await write(response);
+    })().catch(() => socket.destroy());
+  });
+
+  server.on("clientError", (err: Error & { code?: string }, socket: Socket) => {
+    const busy = (socket as Socket & { _httpMessage?: unknown })._httpMessage;
+    if (!socket.writable || busy || err.code === "ECONNRESET") {
+      socket.destroy();
+      return;
+    }
+    if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      headTimeouts++;
+      socket.end(
+        rawJsonError(
+          408,
+          `The request head was not complete within ${headerTimeoutMs} ms (HEADER_TIMEOUT_MS); the connection is closed.`,
+        ),
+      );
+      return;
+    }
+    if (err.code === "HPE_HEADER_OVERFLOW") {
+      socket.end(
+        rawJsonError(431, "The request head is too large (16 KiB at most)."),
+      );
+      return;
+    }
+    socket.end(
+      rawJsonError(
+        400,
+        "The request is not valid HTTP/1.1; check the request line and headers.",
+      ),
     );
-    const server = Deno.serve({
-      hostname,
-      port,
-      signal: options.signal,
-      onListen: (addr) => options.onListen?.(addr),
-      onError,
-    }, handler);
-    return {
-      addr: server.addr,
-      guarded: false,
-      finished: server.finished,
-      connections: 0,
-      headTimeouts: 0,
-      closedAfterResponse: 0,
-      shutdown: () => server.shutdown(),
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.hostname, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = server.address();
+  if (bound && typeof bound === "object") {
+    listenAddr = {
+      transport: "tcp",
+      hostname: bound.address,
+      port: bound.port,
     };
   }
+  options.onListen?.(listenAddr);
 
-  installCutErrorSwallower();
-  const listener = Deno.listen({ hostname, port });
-  const addr = listener.addr;
-  const open = new Set<Guarded>();
-  let headTimeouts = 0;
-  let closedAfterResponse = 0;
-  let stopping = false;
-
-  // Only a forced cut is used on a connection: a graceful shutdown of it
-  // (op_http_close) takes its server resource at once, after which it can
-  // no longer be forced, and it waits for the body of the last request to
-  // be drained, however slowly it comes.
-  const serveConnection = (conn: Deno.Conn) => {
-    const abort = new AbortController();
-    let inFlight = 0;
-    let cutTimer: ReturnType<typeof setTimeout> | undefined;
-    let ended = false;
-    let closing = false;
-    let cutIfIdle = false;
-
-    const cut = () => {
-      if (ended) return;
-      // Deno's listener on this signal calls op_http_cancel, which throws
-      // BadResource (reported as an uncaught error) if the connection's
-      // server resource is already gone: the connection has just ended and
-      // `finished` has not settled yet. Nothing is left to cut then, and
-      // installCutErrorSwallower drops that error.
-      cutting = true;
-      try {
-        abort.abort();
-      } finally {
-        cutting = false;
-      }
-    };
-
-    const guarded: Deno.ServeHandler<Deno.NetAddr> = async (req, info) => {
-      inFlight++;
-      let response: Response | undefined;
-      try {
-        response = await handler(req, info);
-        return response;
-      } finally {
-        const close = response?.headers.get("connection")?.toLowerCase()
-          .includes("close") ?? false;
-        if (close && !closing) {
-          // Deno would drain the rest of the request body before closing,
-          // however slowly it comes: cut once the response is out, and at
-          // the latest closeAfterMs from now.
-          closing = true;
-          closedAfterResponse++;
-          cutTimer = setTimeout(cut, closeAfterMs);
-        }
-        const settled = () => {
-          if (--inFlight > 0) return;
-          entry.idleSince = performance.now();
-          if (closing) {
-            // `completed` can settle before a small response has reached
-            // the socket (a 408 was lost when cut at once, Deno 2.9.6); the
-            // write follows within the same turn of Rust's task, so a short
-            // delay is enough.
-            clearTimeout(cutTimer);
-            cutTimer = setTimeout(cut, Math.min(CLOSE_LINGER_MS, closeAfterMs));
-          } else if (cutIfIdle) cut();
-        };
-        info.completed.then(settled, settled);
-      }
-    };
-
-    const server = serveOn(
-      conn,
-      abort.signal,
-      guarded as Deno.ServeHandler,
-      onError,
-      () => {},
-    );
-    const entry: Guarded = {
-      server,
-      idleSince: performance.now(),
-      idle: () => inFlight === 0 && !closing && !ended,
-      cut,
-      cutWhenIdle: () => {
-        cutIfIdle = true;
-        if (inFlight === 0) cut();
-      },
-    };
-    open.add(entry);
-    server.finished.catch(() => {}).finally(() => {
-      ended = true;
-      clearTimeout(cutTimer);
-      open.delete(entry);
-    });
-  };
-
-  // One sweep for every connection (no timer per request): a connection
-  // idle for headerTimeoutMs is closed within a quarter of that more.
-  const sweep = setInterval(() => {
-    const now = performance.now();
-    for (const c of open) {
-      if (c.idle() && now - c.idleSince >= headerTimeoutMs) {
-        headTimeouts++;
-        c.cut();
-      }
-    }
-  }, Math.min(1000, Math.max(20, Math.floor(headerTimeoutMs / 4))));
-
-  const accepting = (async () => {
-    for (;;) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch (err) {
-        if (stopping || err instanceof Deno.errors.BadResource) return;
-        // Out of file descriptors and the like: wait a little, go on.
-        console.error("slow_guard: accept failed:", err);
-        await new Promise((r) => setTimeout(r, 100));
-        continue;
-      }
-      if (stopping) {
-        conn.close();
-        continue;
-      }
-      try {
-        serveConnection(conn);
-      } catch (err) {
-        console.error("slow_guard: cannot serve a connection:", err);
-        try {
-          conn.close();
-        } catch {
-          // already closed
-        }
-      }
-    }
-  })();
-
-  let finishedResolve!: () => void;
-  const finished = new Promise<void>((r) => finishedResolve = r);
-  const shutdown = async () => {
-    if (!stopping) {
+  let finished: Promise<void> | undefined;
+  const shutdown = () => {
+    finished ??= (async () => {
       stopping = true;
-      try {
-        listener.close();
-      } catch {
-        // already closed
-      }
-      await accepting;
       clearInterval(sweep);
-      for (const c of open) c.cutWhenIdle();
-      const all = Promise.all(
-        [...open].map((c) => c.server.finished.catch(() => {})),
-      );
-      let grace: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        all,
-        new Promise<void>((r) => grace = setTimeout(r, shutdownGraceMs)),
-      ]);
-      clearTimeout(grace);
-      for (const c of open) c.cut();
-      await all;
-      finishedResolve();
-    }
-    await finished;
+      // The listener closes at once; `server.close`'s own callback is not
+      // waited for (it counts upgraded sockets, which Deno owns now).
+      server.close();
+      server.closeIdleConnections();
+      for (const ws of sockets) {
+        try {
+          ws.close(1001, "server stopping");
+        } catch {
+          // already closing
+        }
+      }
+      const deadline = performance.now() + shutdownGraceMs;
+      while (connections.size > 0 && performance.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+        // Connections whose answer just ended are idle now.
+        server.closeIdleConnections();
+      }
+      for (const socket of connections) socket.destroy();
+    })();
+    return finished;
   };
-  options.signal?.addEventListener("abort", () => void shutdown(), {
-    once: true,
-  });
-  options.onListen?.(addr);
 
+  const rate = options.bodyMinBytesPerS > 0
+    ? `bodies under ${options.bodyMinBytesPerS} bytes/s over ${windowMs} ms`
+    : "no body rate limit";
   return {
-    addr,
+    addr: listenAddr,
     guarded: true,
-    finished,
-    get connections() {
-      return open.size;
-    },
+    description:
+      `slow clients: request heads must be complete within ${headerTimeoutMs} ms (HEADER_TIMEOUT_MS), ${rate}${
+        bodyTimeoutMs > 0 ? ` or over ${bodyTimeoutMs} ms` : ""
+      } get 408 and their connection closed`,
     get headTimeouts() {
       return headTimeouts;
     },
-    get closedAfterResponse() {
-      return closedAfterResponse;
+    get slowBodies() {
+      return slowBodies;
+    },
+    get webSockets() {
+      return sockets.size;
     },
     shutdown,
   };
 }
 
-// ------------------------------------------------------------ body watchdog
-
-/** A request body that came too slowly. */
-export class SlowBodyError extends Error {
-  /** "rate": under the minimum rate; "deadline": not complete in time. */
-  readonly kind: "rate" | "deadline";
-  constructor(kind: "rate" | "deadline", message: string) {
-    super(message);
-    this.name = "SlowBodyError";
-    this.kind = kind;
-  }
-}
-
-/** Options of {@link watchBody}. */
-export interface WatchBodyOptions {
-  /**
-   * Least average rate, in bytes per second, over each window of
-   * `windowMs` (default 10 000 ms); 0 turns the check off. The first window
-   * starts when the watch does.
-   */
-  minBytesPerSecond?: number;
-  windowMs?: number;
-  /** Longest the whole body may take, in ms; 0 (default) for no limit. */
-  deadlineMs?: number;
-}
-
-/**
- * Passes a request body through, failing it with a {@link SlowBodyError}
- * (and cancelling the source) when it comes slower than
- * `minBytesPerSecond` over a window, or is not complete within
- * `deadlineMs`. The result is a byte stream: a BYOB reader (as
- * `Storage.writeChunk` uses) reads straight into its own buffer.
- */
-export function watchBody(
-  body: ReadableStream<Uint8Array>,
-  options: WatchBodyOptions,
-): ReadableStream<Uint8Array> {
-  const windowMs = options.windowMs ?? 10_000;
-  const minBytes = ((options.minBytesPerSecond ?? 0) * windowMs) / 1000;
-  const deadlineMs = options.deadlineMs ?? 0;
-  let byob: ReadableStreamBYOBReader | undefined;
-  let plain: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  try {
-    byob = body.getReader({ mode: "byob" });
-  } catch {
-    plain = body.getReader();
-  }
-  const source = (byob ?? plain)!;
-  const started = Date.now();
-  let windowStart = started;
-  let windowBytes = 0;
-  let failure: SlowBodyError | undefined;
-  let watchdog: ReturnType<typeof setInterval> | undefined;
-  let fail: (err: SlowBodyError) => void = () => {};
-  const failed = new Promise<never>((_, reject) => {
-    fail = (err) => {
-      if (failure) return;
-      failure = err;
-      clearInterval(watchdog);
-      // Rejected before the source is cancelled: cancelling ends a pending
-      // read, which must not win the race below as a normal end.
-      reject(err);
-      source.cancel(err).catch(() => {});
-    };
-  });
-  failed.catch(() => {});
-  const check = () => {
-    const now = Date.now();
-    if (deadlineMs > 0 && now - started >= deadlineMs) {
-      fail(
-        new SlowBodyError(
-          "deadline",
-          `The request body was not complete within ${deadlineMs} ms; nothing was stored. Send it again on a faster connection, or in smaller chunks.`,
-        ),
-      );
-    } else if (minBytes > 0 && now - windowStart >= windowMs) {
-      if (windowBytes < minBytes) {
-        fail(
-          new SlowBodyError(
-            "rate",
-            `The request body came at ${
-              Math.round((windowBytes * 1000) / (now - windowStart))
-            } bytes/s, under the minimum of ${options.minBytesPerSecond} bytes/s; nothing was stored. Send it again.`,
-          ),
-        );
-      }
-      windowStart = now;
-      windowBytes = 0;
-    }
+/** Plain `Deno.serve`: no limits on slow clients. */
+function servePlain(
+  options: GuardedServeOptions,
+  handler: GuardedHandler,
+): GuardedServer {
+  const why = options.headerTimeoutMs <= 0
+    ? "HEADER_TIMEOUT_MS=0"
+    : `Deno ${Deno.version.deno} cannot upgrade WebSockets over node:http (needs 2.8)`;
+  const server = Deno.serve({
+    hostname: options.hostname,
+    port: options.port,
+    onListen: (addr) => options.onListen?.(addr),
+  }, handler);
+  return {
+    addr: server.addr,
+    guarded: false,
+    description:
+      `slow clients are NOT dropped (${why}): plain Deno.serve has no request-head timeout, and a slow body is only answered 408 after BODY_IDLE_TIMEOUT_MS of silence`,
+    headTimeouts: 0,
+    slowBodies: 0,
+    webSockets: 0,
+    shutdown: () => server.shutdown(),
   };
-  if (minBytes > 0 || deadlineMs > 0) {
-    const every = Math.max(
-      50,
-      Math.min(
-        minBytes > 0 ? windowMs / 4 : Infinity,
-        deadlineMs > 0 ? deadlineMs / 4 : Infinity,
-      ),
-    );
-    watchdog = setInterval(check, every);
-  }
-  const done = () => clearInterval(watchdog);
-
-  return new ReadableStream({
-    type: "bytes",
-    async pull(controller: ReadableByteStreamController) {
-      try {
-        const request = controller.byobRequest;
-        if (byob && request?.view) {
-          const view = request.view;
-          const { done: end, value } = await Promise.race([
-            byob.read(
-              new Uint8Array(view.buffer, view.byteOffset, view.byteLength),
-            ),
-            failed,
-          ]);
-          if (failure) throw failure;
-          if (end || !value) {
-            done();
-            controller.close();
-            if (value) request.respondWithNewView(value);
-            return;
-          }
-          windowBytes += value.length;
-          request.respondWithNewView(value);
-        } else {
-          const { done: end, value } = await Promise.race([
-            (byob
-              ? byob.read(new Uint8Array(64 * 1024))
-              : plain!.read()) as Promise<ReadableStreamReadResult<Uint8Array>>,
-            failed,
-          ]);
-          if (failure) throw failure;
-          if (end) {
-            done();
-            controller.close();
-            // A BYOB read waiting on a source without BYOB support.
-            controller.byobRequest?.respond(0);
-            return;
-          }
-          windowBytes += value.length;
-          controller.enqueue(value);
-        }
-      } catch (err) {
-        done();
-        controller.error(failure ?? err);
-      }
-    },
-    cancel(reason) {
-      done();
-      return source.cancel(reason);
-    },
-  });
 }

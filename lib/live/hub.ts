@@ -2,38 +2,117 @@
  * Live fan-out of recording changes. Every committed change is published to
  * the {@link LiveHub} of this process at once; with a remote KV, the change
  * log (["change", seq]) carries changes between instances via `kv.watch`.
+ *
+ * Subscribers say what they follow, and the hub indexes them by it, so a
+ * change reaches only the subscribers it concerns: the cost of a publish
+ * grows with the subscribers in scope, not with every socket open.
  */
 
 import type { Recording } from "../kv/keys.ts";
 
-/** Receives each committed recording change. */
+/** Receives each committed recording change in its scope. */
 export type RecordingListener = (recording: Recording) => void;
 
-/** In-process publish/subscribe for recording changes. */
+/**
+ * What a subscription follows: the recordings `ids`, and (when
+ * `createdSince` is set) every recording created at or after it (a
+ * dashboard's first page sees new recordings appear; `-Infinity` for all).
+ */
+export interface FollowScope {
+  ids?: Iterable<string>;
+  createdSince?: number;
+}
+
+interface Subscription {
+  listener: RecordingListener;
+  ids: Set<string>;
+}
+
+/** In-process publish/subscribe for recording changes, indexed by scope. */
 export class LiveHub {
-  #listeners = new Set<RecordingListener>();
+  /** Subscribers of every change. */
+  #all = new Set<Subscription>();
+  /** Subscribers of a recording, by its id. */
+  #byId = new Map<string, Set<Subscription>>();
+  /** Subscribers of recordings created since a time, by that time. */
+  #since = new Map<number, Set<Subscription>>();
+  #size = 0;
+  #calls = 0;
 
   /** Calls `listener` on every change until the returned function is called. */
   subscribe(listener: RecordingListener): () => void {
-    this.#listeners.add(listener);
+    return this.follow({ createdSince: -Infinity }, listener);
+  }
+
+  /**
+   * Calls `listener` on each change in `scope` (each change once) until the
+   * returned function is called.
+   */
+  follow(scope: FollowScope, listener: RecordingListener): () => void {
+    const sub: Subscription = { listener, ids: new Set(scope.ids ?? []) };
+    const since = scope.createdSince;
+    if (since === -Infinity) this.#all.add(sub);
+    else {
+      for (const id of sub.ids) {
+        let set = this.#byId.get(id);
+        if (!set) this.#byId.set(id, set = new Set());
+        set.add(sub);
+      }
+      if (since !== undefined) {
+        let set = this.#since.get(since);
+        if (!set) this.#since.set(since, set = new Set());
+        set.add(sub);
+      }
+    }
+    this.#size++;
+    let done = false;
     return () => {
-      this.#listeners.delete(listener);
+      if (done) return;
+      done = true;
+      this.#size--;
+      this.#all.delete(sub);
+      for (const id of sub.ids) {
+        const set = this.#byId.get(id);
+        set?.delete(sub);
+        if (set?.size === 0) this.#byId.delete(id);
+      }
+      if (since !== undefined) {
+        const set = this.#since.get(since);
+        set?.delete(sub);
+        if (set?.size === 0) this.#since.delete(since);
+      }
     };
   }
 
-  /** Delivers a committed change to every subscriber. */
+  /** Delivers a committed change to the subscribers whose scope holds it. */
   publish(recording: Recording): void {
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(recording);
-      } catch (err) {
-        console.error("live listener failed:", err);
+    for (const sub of this.#all) this.#call(sub, recording);
+    const byId = this.#byId.get(recording.id);
+    if (byId) { for (const sub of byId) this.#call(sub, recording); }
+    for (const [since, subs] of this.#since) {
+      if (recording.createdAt < since) continue;
+      for (const sub of subs) {
+        if (!sub.ids.has(recording.id)) this.#call(sub, recording);
       }
     }
   }
 
-  /** How many subscribers are attached (for leak checks). */
+  #call(sub: Subscription, recording: Recording): void {
+    this.#calls++;
+    try {
+      sub.listener(recording);
+    } catch (err) {
+      console.error("live listener failed:", err);
+    }
+  }
+
+  /** How many subscriptions are attached (for leak checks). */
   get size(): number {
-    return this.#listeners.size;
+    return this.#size;
+  }
+
+  /** Listener calls made so far (a publish's cost). */
+  get deliveries(): number {
+    return this.#calls;
   }
 }

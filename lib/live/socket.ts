@@ -5,6 +5,13 @@
  * published; changes that arrive while the snapshot is read are sent right
  * after it, so nothing is lost between the two. Closing the socket (either
  * side, or an error) drops the subscription.
+ *
+ * The hub is told what a socket follows (one recording; the recordings of a
+ * dashboard page, and on the first page new ones), so a change touches only
+ * the sockets it concerns, and each change is serialized once for all of
+ * them. Sockets are capped per client address (WS_MAX_PER_CLIENT) and in
+ * total (WS_MAX_TOTAL): past a cap the handshake gets a 503 before any
+ * upgrade.
  */
 
 import type { AppContext } from "../core/context.ts";
@@ -13,7 +20,10 @@ import {
   loadDashboard,
   type PageQuery,
 } from "../http/dashboard.ts";
-import { AppError } from "../core/errors.ts";
+import { AppError, UnavailableError } from "../core/errors.ts";
+import { isSameOrigin } from "../http/access.ts";
+import { upgradeWebSocket } from "../http/slow_guard.ts";
+import type { LiveHub } from "./hub.ts";
 import type { Recording } from "../kv/keys.ts";
 import { getRecording } from "../recordings/ids.ts";
 import {
@@ -42,24 +52,82 @@ export class ForbiddenOriginError extends AppError {
       "forbidden",
       `Pages from ${
         origin.slice(0, 100)
-      } may not open live sockets here; add the origin to CORS_ORIGINS.`,
+      } may not open live sockets here; list the origin in CORS_ORIGINS (a "*" there is not enough).`,
     );
   }
 }
 
 /**
  * Whether a WebSocket handshake may go ahead: clients that send no Origin
- * (scripts), the service's own pages, and origins CORS allows. Browsers do
- * not apply CORS to WebSockets, so this is checked here.
+ * (scripts), the service's own pages, and origins CORS_ORIGINS lists by
+ * name (its `*`, meant for the API, does not count). Browsers do not apply
+ * CORS to WebSockets, so this is checked here.
  */
 export function isAllowedOrigin(req: Request, allowed: string[]): boolean {
   const origin = req.headers.get("origin");
-  if (!origin || allowed.includes("*") || allowed.includes(origin)) return true;
-  try {
-    return new URL(origin).host === req.headers.get("host");
-  } catch {
-    return false;
+  if (origin && allowed.includes(origin)) return true;
+  return isSameOrigin(req);
+}
+
+/** Live sockets open now, per client address and in all. */
+class SocketCounts {
+  total = 0;
+  perClient = new Map<string, number>();
+}
+
+const counts = new WeakMap<LiveHub, SocketCounts>();
+
+/**
+ * Counts one more socket for `client`, or throws a 503 past
+ * `wsMaxPerClient` or `wsMaxTotal`; returns the function that counts it
+ * out again (call it once).
+ */
+function takeSocketSlot(ctx: AppContext, client: string): () => void {
+  let c = counts.get(ctx.live);
+  if (!c) counts.set(ctx.live, c = new SocketCounts());
+  const mine = c.perClient.get(client) ?? 0;
+  if (mine >= ctx.config.wsMaxPerClient) {
+    throw new UnavailableError(
+      `${
+        client.slice(0, 64)
+      } already has ${mine} live connections open, the most allowed (WS_MAX_PER_CLIENT); close some pages and retry.`,
+      10,
+    );
   }
+  if (c.total >= ctx.config.wsMaxTotal) {
+    throw new UnavailableError(
+      `The server has ${c.total} live connections open, the most it takes (WS_MAX_TOTAL); retry in a moment.`,
+      10,
+    );
+  }
+  c.total++;
+  c.perClient.set(client, mine + 1);
+  let released = false;
+  const counted = c;
+  return () => {
+    if (released) return;
+    released = true;
+    counted.total--;
+    const left = (counted.perClient.get(client) ?? 1) - 1;
+    if (left > 0) counted.perClient.set(client, left);
+    else counted.perClient.delete(client);
+  };
+}
+
+/** Each published change, serialized once for every socket it goes to. */
+const changeWire = new WeakMap<Recording, string>();
+
+function changeMessage(rec: Recording): string {
+  let wire = changeWire.get(rec);
+  if (wire === undefined) {
+    const message: LiveMessage = {
+      type: "change",
+      recording: toRecordingView(rec),
+    };
+    wire = JSON.stringify(message);
+    changeWire.set(rec, wire);
+  }
+  return wire;
 }
 
 /** What a socket follows: one recording, or a page of all of them. */
@@ -69,13 +137,15 @@ export type LiveScope =
 
 /**
  * Answers a WebSocket upgrade for a scope: a 426 when the request is not an
- * upgrade, a 403 for a page of a foreign origin and a 404 for an unknown
- * recording, all before upgrading.
+ * upgrade, a 403 for a page of a foreign origin, a 404 for an unknown
+ * recording and a 503 past a socket cap (for `client`, the client's
+ * address), all before upgrading.
  */
 export async function acceptLiveSocket(
   ctx: AppContext,
   req: Request,
   scope: LiveScope,
+  client: string,
 ): Promise<Response> {
   if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
     throw new UpgradeRequiredError();
@@ -84,47 +154,58 @@ export async function acceptLiveSocket(
     throw new ForbiddenOriginError(req.headers.get("origin") ?? "");
   }
   if (scope.kind === "recording") await getRecording(ctx, scope.id);
-  const { socket, response } = Deno.upgradeWebSocket(req);
-  followScope(ctx, socket, scope);
-  return response;
+  const release = takeSocketSlot(ctx, client);
+  try {
+    const { socket, response } = upgradeWebSocket(req);
+    followScope(ctx, socket, scope, release);
+    return response;
+  } catch (err) {
+    release();
+    throw err;
+  }
 }
 
 function followScope(
   ctx: AppContext,
   socket: WebSocket,
   scope: LiveScope,
+  release: () => void,
 ): void {
   let unsubscribe: (() => void) | undefined;
   let closed = false;
   let held: Recording[] | null = [];
-  let inScope: (rec: Recording) => boolean = scope.kind === "recording"
-    ? (rec) => rec.id === scope.id
-    : () => true;
 
-  function send(message: LiveMessage) {
+  function sendText(text: string) {
     if (socket.readyState !== WebSocket.OPEN) return;
     if (socket.bufferedAmount > MAX_BUFFERED_BYTES) {
       socket.close(1013, "too far behind; reconnect for a fresh snapshot");
       return;
     }
-    socket.send(JSON.stringify(message));
+    socket.send(text);
   }
 
-  function release() {
+  function onChange(rec: Recording) {
+    if (held) held.push(rec);
+    else sendText(changeMessage(rec));
+  }
+
+  function end() {
     closed = true;
     held = null;
     unsubscribe?.();
     unsubscribe = undefined;
+    release();
   }
 
   socket.onopen = async () => {
     if (closed) return;
-    unsubscribe = ctx.live.subscribe((rec) => {
-      if (!inScope(rec)) return;
-      if (held) held.push(rec);
-      else send({ type: "change", recording: toRecordingView(rec) });
-    });
+    // Until the snapshot says which recordings a page shows, follow them
+    // all (held); then only those in scope.
+    unsubscribe = scope.kind === "recording"
+      ? ctx.live.follow({ ids: [scope.id] }, onChange)
+      : ctx.live.subscribe(onChange);
     let snapshot: LiveMessage;
+    let inScope: (rec: Recording) => boolean = () => true;
     try {
       if (scope.kind === "recording") {
         const rec = await getRecording(ctx, scope.id);
@@ -135,12 +216,23 @@ function followScope(
         };
       } else {
         const page: DashboardView = await loadDashboard(ctx, scope.page);
-        const ids = new Set(page.recordings.map((r) => r.id));
+        const ids = page.recordings.map((r) => r.id);
         const oldest = page.recordings.at(-1)?.createdAt ?? 0;
-        if (scope.page.cursor !== null) {
-          inScope = (rec) => ids.has(rec.id);
-        } else if (page.nextCursor !== null) {
-          inScope = (rec) => ids.has(rec.id) || rec.createdAt >= oldest;
+        // The first page sees new recordings appear; a later page only
+        // follows the recordings it shows.
+        const follows = scope.page.cursor !== null
+          ? { ids }
+          : page.nextCursor !== null
+          ? { ids, createdSince: oldest }
+          : { createdSince: -Infinity };
+        const idSet = new Set(ids);
+        inScope = (rec) =>
+          idSet.has(rec.id) ||
+          (follows.createdSince !== undefined &&
+            rec.createdAt >= follows.createdSince);
+        if (!closed) {
+          unsubscribe?.();
+          unsubscribe = ctx.live.follow(follows, onChange);
         }
         snapshot = {
           type: "snapshot",
@@ -165,15 +257,13 @@ function followScope(
       return;
     }
     if (closed) return;
-    send(snapshot);
+    sendText(JSON.stringify(snapshot));
     const pending = held ?? [];
     held = null;
     for (const rec of pending) {
-      if (inScope(rec)) {
-        send({ type: "change", recording: toRecordingView(rec) });
-      }
+      if (inScope(rec)) sendText(changeMessage(rec));
     }
   };
-  socket.onclose = release;
-  socket.onerror = release;
+  socket.onclose = end;
+  socket.onerror = end;
 }
