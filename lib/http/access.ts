@@ -10,6 +10,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Config } from "../core/config.ts";
 import type { AppContext } from "../core/context.ts";
 import { TooManyRequestsError, UnauthorizedError } from "../core/errors.ts";
+import { settingKey } from "../kv/keys.ts";
 import { getRecording } from "../recordings/ids.ts";
 import { sha256, tokenMatches } from "../recordings/upload_token.ts";
 
@@ -51,7 +52,7 @@ function cookie(req: Request, name: string): string | null | undefined {
 // ------------------------------------------------------------ sessions
 
 /** The KV key of the generated session secret (when SESSION_SECRET is unset). */
-const SESSION_SECRET_KEY = ["settings", "session_secret"];
+const SESSION_SECRET_KEY = settingKey("session_secret");
 
 /** Session secrets by the config they were loaded for. */
 const sessionSecrets = new WeakMap<Config, Uint8Array>();

@@ -15,6 +15,7 @@
  * | ["job_wakeup"]                               | time (ms) a job was last queued, for workers' `watch` |
  * | ["outputs_unflushed", id]                    | {@link UnflushedOutputs} (index: complete, files not yet fsynced) |
  * | ["upload_partial", id]                       | id (index: tus partial uploads, for expiry) |
+ * | ["settings", name]                           | a setting the instances share (the generated session secret) |
  * | ["chunk_inflight", id, request]              | {@link InflightChunk} (a chunk request under way, with a shared KV) |
  *
  * `["outputs_unflushed", id]` is written in the same commit that makes a
@@ -309,4 +310,9 @@ export function partialUploadPrefix(): Deno.KvKey {
 /** Prefix of the unflushed-outputs index. */
 export function unflushedOutputsPrefix(): Deno.KvKey {
   return ["outputs_unflushed"];
+}
+
+/** ["settings", name]: a value every instance of a cluster shares. */
+export function settingKey(name: string): Deno.KvKey {
+  return ["settings", name];
 }
