@@ -11,11 +11,14 @@ import {
   type AppContext,
   closeContext,
   openContext,
+  type OpenOptions,
 } from "./lib/core/context.ts";
+import { ConfigError } from "./lib/core/errors.ts";
 import { apiKeysEnabled, loadSessionSecret } from "./lib/http/access.ts";
 import { hostCheck } from "./lib/http/host_check.ts";
 import { errorResponse } from "./lib/http/on_error.ts";
 import { requestLog } from "./lib/http/request_log.ts";
+import { requestMetrics } from "./lib/http/request_metrics.ts";
 import { serveGuarded } from "./lib/http/slow_guard.ts";
 import {
   describeTools,
@@ -23,14 +26,26 @@ import {
   resolveTools,
 } from "./lib/processing/ffmpeg.ts";
 import { JobWorker } from "./lib/jobs/worker.ts";
+import { reportAlive } from "./lib/ops/health.ts";
+import {
+  startWebhookWorker,
+  type WebhookWorker,
+} from "./lib/webhooks/worker.ts";
+import { describeKvPath } from "./lib/kv/open.ts";
 import { startLiveFeed } from "./lib/live/feed.ts";
 import { runSweep } from "./lib/recordings/maintenance.ts";
 import { canDropPages } from "./lib/storage/page_cache.ts";
 import { apiRoutes } from "./routes/api.ts";
+import { embedRoutes } from "./routes/embed.tsx";
+import { libraryRoutes } from "./routes/library.ts";
 import { liveRoutes } from "./routes/live.ts";
 import { mediaRoutes } from "./routes/media.ts";
+import { openApiRoutes } from "./routes/openapi.ts";
 import { pageRoutes } from "./routes/pages.tsx";
+import { sdkRoutes } from "./routes/sdk.ts";
 import { tusMiddleware, tusRoutes } from "./routes/tus.ts";
+import { opsRoutes } from "./routes/ops.ts";
+import { webhookRoutes } from "./routes/webhooks.ts";
 
 /**
  * The API routes: they answer CORS (CORS_ORIGINS, by default any origin),
@@ -46,6 +61,7 @@ const API_PATHS = [
   "/retry_job/*",
   "/chunks/*",
   "/files/*",
+  "/api/*",
 ];
 
 /** Media files answer CORS only for origins CORS_ORIGINS names (not `*`). */
@@ -85,6 +101,7 @@ function corsOrigin(allowed: string[]) {
 export function createApp(ctx: AppContext): Hono {
   const app = new Hono({ strict: false });
   app.use("*", requestLog(ctx.log));
+  app.use("*", requestMetrics(ctx));
   app.use("*", hostCheck(ctx.config));
   if (apiKeysEnabled(ctx.config)) {
     // Login sessions are checked with a secret kept in KV.
@@ -123,10 +140,16 @@ export function createApp(ctx: AppContext): Hono {
     const mediaCors = cors({ origin: corsOrigin(named), ...CORS_OPTIONS });
     for (const path of MEDIA_PATHS) app.use(path, mediaCors);
   }
+  app.route("/", opsRoutes(ctx));
   app.route("/", apiRoutes(ctx));
+  app.route("/", webhookRoutes(ctx));
+  app.route("/", libraryRoutes(ctx));
+  app.route("/", embedRoutes(ctx));
   app.route("/", mediaRoutes(ctx));
   app.route("/", tusRoutes(ctx));
   app.route("/", liveRoutes(ctx));
+  app.route("/", openApiRoutes());
+  app.route("/", sdkRoutes());
   app.route("/", pageRoutes(ctx));
   app.notFound((c) =>
     c.json(
@@ -147,17 +170,26 @@ export interface Service {
   app: Hono;
   tools: FfmpegTools;
   worker?: JobWorker;
+  /** The webhook delivery worker, when WEBHOOK_URLS is set. */
+  webhooks?: WebhookWorker;
   /** Stops the worker and closes KV. */
   close(): Promise<void>;
 }
 
-/** Opens KV and storage, finds ffmpeg, and starts the worker if configured. */
-export async function startService(config: Config): Promise<Service> {
+/**
+ * Opens KV and storage, finds ffmpeg, and starts the worker if configured.
+ * `options.sameProcess` is for tests that run several instances in one
+ * process (see {@link OpenOptions}); the service never sets it.
+ */
+export async function startService(
+  config: Config,
+  options: OpenOptions = {},
+): Promise<Service> {
   const tools = await resolveTools(config.ffmpegPath, config.ffprobePath, {
     nice: config.ffmpegNice,
     maxMemoryBytes: config.ffmpegMaxMemoryBytes,
   });
-  const ctx = await openContext(config);
+  const ctx = await openContext(config, options);
   await runSweep(ctx, { orphans: !config.sharedKv, startup: true });
   const app = createApp(ctx);
   const stopFeed = startLiveFeed(ctx);
@@ -166,16 +198,21 @@ export async function startService(config: Config): Promise<Service> {
     worker = new JobWorker(ctx, tools);
     ctx.jobs = worker;
     await worker.start();
+    const jobs = worker;
+    reportAlive(ctx, "jobs", () => jobs.alive);
   }
+  const webhooks = await startWebhookWorker(ctx);
   return {
     ctx,
     app,
     tools,
     worker,
+    webhooks,
     async close() {
+      await webhooks?.stop();
       await worker?.stop();
       await stopFeed();
-      closeContext(ctx);
+      await closeContext(ctx);
     },
   };
 }
@@ -198,16 +235,39 @@ export function describePageCache(config: Config): string {
     : "page cache: left to the kernel (posix_fadvise needs Linux and --allow-ffi)";
 }
 
+/** Ends the process with the message of a setting that cannot work. */
+function exitOnConfigError(err: unknown): never {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(`tapedeck cannot start: ${err.message}`);
+  Deno.exit(1);
+}
+
 if (import.meta.main) {
-  const config = loadConfig();
-  const service = await startService(config);
+  const config = (() => {
+    try {
+      return loadConfig();
+    } catch (err) {
+      exitOnConfigError(err);
+    }
+  })();
+  const service = await startService(config).catch(exitOnConfigError);
   const log = service.ctx.log;
   log.info(describeTools(service.tools));
-  log.info(`KV at ${config.kvPath}; data in ${config.dataDir}`);
+  log.info(
+    `KV at ${describeKvPath(config.kvPath)}${
+      config.sharedKv ? " (shared with other instances)" : ""
+    }; data in ${config.dataDir}`,
+  );
   log.info(describePageCache(config));
   Deno.cron("tapedeck sweep", "* * * * *", async () => {
     service.worker?.wake();
-    await runSweep(service.ctx);
+    try {
+      await runSweep(service.ctx);
+    } catch (err) {
+      log.error("sweep failed; the next one runs in a minute", {
+        error: String(err),
+      });
+    }
   });
   const server = await serveGuarded({
     port: config.port,

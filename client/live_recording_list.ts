@@ -1,7 +1,8 @@
 /**
  * The dashboard's page of recordings, kept live over `/ws`: a snapshot on
  * every (re)connection, then each change merged in (new recordings appear
- * on the newest page only).
+ * on the newest page only; with a search or status, only those that match,
+ * and a row that stops matching leaves).
  */
 
 import { type Signal, signal } from "@preact/signals";
@@ -14,10 +15,11 @@ import {
   type LiveIndicatorState,
   liveUrl,
 } from "./live_client.ts";
+import { type LibraryFilter, matchesFilter } from "../common/title.ts";
 import { ServerClock } from "./server_clock.ts";
 
 /** The page of recordings a dashboard shows, as the server rendered it. */
-export interface RecordingListPage {
+export interface RecordingListPage extends LibraryFilter {
   recordings: RecordingView[];
   limit: number;
   /** Cursor of this page; null for the newest recordings. */
@@ -26,10 +28,16 @@ export interface RecordingListPage {
   now: number;
 }
 
-/** The query of a page of the dashboard (and of its `/ws`). */
-export function pageQuery(limit: number, cursor: string | null): string {
+/** The query of a page of the dashboard (and of its `/ws`), with its search and status. */
+export function pageQuery(
+  limit: number,
+  cursor: string | null,
+  filter: LibraryFilter = {},
+): string {
   const params = new URLSearchParams({ limit: String(limit) });
   if (cursor) params.set("cursor", cursor);
+  if (filter.q) params.set("q", filter.q);
+  if (filter.status) params.set("status", filter.status);
   return params.toString();
 }
 
@@ -60,7 +68,10 @@ export class LiveRecordingList {
     this.ready.value = true;
     const stopClock = this.clock.start();
     const client = connectLive(
-      liveUrl(`/ws?${pageQuery(page.limit, page.cursor)}`, this.#pageUrl()),
+      liveUrl(
+        `/ws?${pageQuery(page.limit, page.cursor, page)}`,
+        this.#pageUrl(),
+      ),
       {
         onState: (state) => {
           this.live.value = state;
@@ -74,6 +85,7 @@ export class LiveRecordingList {
               this.rows.value,
               message.recording,
               page.cursor === null,
+              (rec) => matchesFilter(rec, page),
             );
           }
         },

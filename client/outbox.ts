@@ -32,6 +32,8 @@ export const CHUNKS_STORE = "chunks";
 /** What the browser keeps of a recording until its upload is finished. */
 export interface KeptRecording {
   videoId: string;
+  /** The server it is uploaded to (absent: the page's own origin). */
+  server?: string;
   /** The session's upload token, when the server issued one. */
   uploadToken?: string;
   /** The MediaRecorder's type ("" for the browser's default). */

@@ -33,15 +33,25 @@ export interface RecorderEnvironment {
   isTypeSupported(type: string): boolean;
   /** A recorder of `stream` in `mimeType` ("" for the browser's default). */
   createRecorder(stream: MediaStream, mimeType: string): MediaRecorderLike;
-  /** Opens another page. */
-  navigate(url: string): void;
+  /** Opens another page (the recording's, after a stop); none: stay. */
+  navigate?(url: string): void;
+}
+
+/** What {@link browserEnvironment} takes from its caller instead of the page. */
+export interface BrowserEnvironmentOptions {
+  /** The server; default: the page's origin. */
+  baseUrl?: string;
+  /** Open the recording's page after a stop (default true). */
+  navigate?: boolean;
 }
 
 /** The page's own APIs, read only when used (so it can be made on the server). */
-export function browserEnvironment(): RecorderEnvironment {
+export function browserEnvironment(
+  options: BrowserEnvironmentOptions = {},
+): RecorderEnvironment {
   return {
     get baseUrl() {
-      return location.origin;
+      return options.baseUrl ?? location.origin;
     },
     get window() {
       return globalThis;
@@ -56,6 +66,8 @@ export function browserEnvironment(): RecorderEnvironment {
     isTypeSupported: (type) => MediaRecorder.isTypeSupported(type),
     createRecorder: (stream, type) =>
       new MediaRecorder(stream, type ? { mimeType: type } : undefined),
-    navigate: (url) => location.assign(url),
+    navigate: options.navigate === false
+      ? undefined
+      : (url) => location.assign(url),
   };
 }

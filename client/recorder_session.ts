@@ -9,9 +9,11 @@
  * (client/resume_queue.ts), and it announces each kept chunk as a
  * `tapedeck:chunk` event on `window` ({@link ChunkEventDetail}). The page's
  * APIs come through a {@link RecorderEnvironment}, so it runs in Deno too.
+ * The `/record` island and the recorder SDK (client/sdk/recorder.ts) both
+ * drive this one class.
  */
 
-import { signal } from "@preact/signals";
+import { signal } from "@preact/signals-core";
 import {
   type CapturedStream,
   describeMediaError,
@@ -68,6 +70,8 @@ export interface RecorderSessionOptions {
   preview?(): { srcObject: MediaProvider | null } | null;
   /** Default: {@link browserEnvironment}. */
   environment?: RecorderEnvironment;
+  /** Sent with `create` (`Authorization: Bearer`) to a server with API_KEYS. */
+  apiKey?: string;
 }
 
 /** One recording under way on this page. */
@@ -115,6 +119,7 @@ export class RecorderSession {
   readonly pending = signal<PendingUpload[]>([]);
   readonly timesliceMs: number;
   #env: RecorderEnvironment;
+  #apiKey?: string;
   #preview: () => { srcObject: MediaProvider | null } | null;
   #capture: Capture | null = null;
   #store: KeptStore | null = null;
@@ -126,7 +131,13 @@ export class RecorderSession {
   constructor(options: RecorderSessionOptions) {
     this.timesliceMs = options.timesliceMs;
     this.#env = options.environment ?? browserEnvironment();
+    this.#apiKey = options.apiKey;
     this.#preview = options.preview ?? (() => null);
+  }
+
+  /** The session of the recording started last (its id and upload token). */
+  get lastSession(): UploadSession | null {
+    return this.#capture?.upload ?? null;
   }
 
   /** Whether a recording is being started, made or uploaded. */
@@ -203,7 +214,8 @@ export class RecorderSession {
 
   /** Asks for the source, opens a session and starts recording. */
   async start(): Promise<void> {
-    if (this.phase.value !== "idle" && this.phase.value !== "error") return;
+    const phase = this.phase.value;
+    if (phase !== "idle" && phase !== "error" && phase !== "done") return;
     const env = this.#env;
     this.error.value = null;
     this.upload.value = null;
@@ -221,7 +233,10 @@ export class RecorderSession {
     this.mimeType.value = type || "the browser's default";
     let opening: UploadSession;
     try {
-      opening = await createSession(env.baseUrl, { maxAttempts: 5 });
+      opening = await createSession(env.baseUrl, {
+        maxAttempts: 5,
+        apiKey: this.#apiKey,
+      });
     } catch (err) {
       for (const track of opened.tracks) track.stop();
       this.#fail(
@@ -240,6 +255,7 @@ export class RecorderSession {
         const now = Date.now();
         await this.#store.saveRecording({
           videoId: id,
+          server: env.baseUrl,
           uploadToken: opening.uploadToken,
           mimeType: type,
           createdAt: now,
@@ -343,7 +359,7 @@ export class RecorderSession {
     this.#liveId = null;
     capture.releaseLock();
     this.phase.value = "done";
-    this.#env.navigate(`/videos/${capture.upload.videoId}`);
+    this.#env.navigate?.(`/videos/${capture.upload.videoId}`);
   }
 
   /** Does what the user asked of a recording in the resumed list. */

@@ -67,7 +67,7 @@ export type PendingAction =
 
 /** Settings of a {@link ResumeQueue}. */
 export interface ResumeQueueOptions {
-  /** The server (the page's origin). */
+  /** The server; kept recordings of other servers are left alone. */
   baseUrl: string;
   /** Wakes waiting retries, for example on the `online` event. */
   waker?: Waker;
@@ -114,7 +114,8 @@ export class ResumeQueue {
     const recordings = await this.#store.listRecordings();
     for (const rec of recordings) {
       if (
-        this.#options.isOwn?.(rec.videoId) || this.#items.has(rec.videoId)
+        this.#options.isOwn?.(rec.videoId) || this.#items.has(rec.videoId) ||
+        (rec.server !== undefined && rec.server !== this.#options.baseUrl)
       ) continue;
       this.#items.set(rec.videoId, {
         videoId: rec.videoId,

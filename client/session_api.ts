@@ -16,15 +16,19 @@ export interface Session {
   uploadToken?: string;
 }
 
-/** Opens a session with POST /create/. */
+/** Opens a session with POST /create/ (with an API key when given). */
 export async function createSession(
   baseUrl: string,
-  options: RetryOptions = {},
+  options: RetryOptions & { apiKey?: string } = {},
 ): Promise<Session> {
+  const { apiKey, ...retry } = options;
   const res = await sendWithRetry(
     `${baseUrl}/create/`,
-    { method: "POST" },
-    options,
+    {
+      method: "POST",
+      headers: apiKey ? { Authorization: `Bearer ${apiKey}` } : {},
+    },
+    retry,
   );
   const body = await res.json();
   return {

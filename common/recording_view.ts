@@ -18,6 +18,8 @@ export type RecordingView = Omit<
   | "metadata"
   | "mediaChecked"
   | "protocol"
+  | "arrivals"
+  | "indexes"
 >;
 
 /** The first message on `/ws`: a page of recordings, newest first. */
@@ -70,6 +72,7 @@ export function toRecordingView(rec: Recording): RecordingView {
     finishedAt: rec.finishedAt,
     expired: rec.expired,
     deleted: rec.deleted,
+    title: rec.title,
   };
 }
 
@@ -83,24 +86,28 @@ export function isSameOrNewer(
 
 /**
  * Applies one change to a newest-first list: replaces the row if it is there
- * and older (removes it if it was deleted), adds it in creation order when
- * `addNew` is set, and ignores it otherwise. Returns the same array when
+ * and older (removes it if it was deleted or `keep` no longer holds for
+ * it), adds it in creation order when `addNew` is set and `keep` holds,
+ * and ignores it otherwise. Returns the same array when
  * nothing changed.
  */
 export function mergeRecording(
   list: RecordingView[],
   next: RecordingView,
   addNew: boolean,
+  keep: (rec: RecordingView) => boolean = () => true,
 ): RecordingView[] {
   const at = list.findIndex((r) => r.id === next.id);
   if (at >= 0) {
     if (!isSameOrNewer(list[at], next)) return list;
-    if (next.deleted) return list.filter((r) => r.id !== next.id);
+    if (next.deleted || !keep(next)) {
+      return list.filter((r) => r.id !== next.id);
+    }
     const copy = list.slice();
     copy[at] = next;
     return copy;
   }
-  if (!addNew || next.deleted) return list;
+  if (!addNew || next.deleted || !keep(next)) return list;
   const copy = [...list, next];
   copy.sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
   return copy;

@@ -8,9 +8,11 @@ import { KeptUploadsNotice } from "../components/dashboard/kept_uploads_notice.t
 import { Pager } from "../components/dashboard/pager.tsx";
 import { RecordingTable } from "../components/dashboard/recording_table.tsx";
 import { LiveIndicator } from "../components/shared/live_indicator.tsx";
+import { SearchForm } from "../components/dashboard/search_form.tsx";
+import type { LibraryFilter } from "../common/title.ts";
 
 /** Props of the dashboard: one page of recordings as the server read it. */
-export interface DashboardProps {
+export interface DashboardProps extends LibraryFilter {
   recordings: RecordingView[];
   limit: number;
   /** Cursor of this page; null for the newest recordings. */
@@ -22,15 +24,17 @@ export interface DashboardProps {
 }
 
 /**
- * Every recording, newest first, a page at a time; rows change live over
- * `/ws` (client/live_recording_list.ts). A recording still `recording` can
- * be finished with what was received, a failed one queued again.
+ * Every recording, newest first, a page at a time, with a search and a
+ * status filter (in the URL); rows change live over `/ws`
+ * (client/live_recording_list.ts). A recording still `recording` can be
+ * finished with what was received, a failed one queued again.
  */
 export default function Dashboard(props: DashboardProps) {
   const list = useOpened(() => new LiveRecordingList(props));
   const kept = useOpened(() => new KeptUploadCount());
   const actions = useMemo(() => new RecordingActionController(), []);
   const rows = list.rows.value;
+  const filtered = !!(props.q || props.status);
   return (
     <section class="dashboard">
       <div class="section-head">
@@ -38,13 +42,24 @@ export default function Dashboard(props: DashboardProps) {
         <LiveIndicator state={list.live.value} />
       </div>
       <KeptUploadsNotice count={kept.count.value} />
+      <SearchForm q={props.q} status={props.status} />
       {rows.length === 0
-        ? (
-          <p class="empty" id="empty">
-            No recordings {props.cursor ? "on this page" : "yet"}.{" "}
-            <a href="/record">Record one</a> or send one to the API.
-          </p>
-        )
+        ? (filtered
+          ? (
+            <p class="empty" id="empty">
+              No recordings {props.q ? `match “${props.q}”` : ""}
+              {props.status
+                ? ` ${props.q ? "and are" : "are"} ${props.status}`
+                : ""}
+              {props.cursor ? " on this page" : ""}. <a href="/">Show all</a>
+            </p>
+          )
+          : (
+            <p class="empty" id="empty">
+              No recordings {props.cursor ? "on this page" : "yet"}.{" "}
+              <a href="/record">Record one</a> or send one to the API.
+            </p>
+          ))
         : (
           <RecordingTable
             recordings={rows}
@@ -59,6 +74,7 @@ export default function Dashboard(props: DashboardProps) {
         limit={props.limit}
         cursor={props.cursor}
         nextCursor={props.nextCursor}
+        filter={props}
       />
     </section>
   );

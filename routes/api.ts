@@ -18,6 +18,8 @@ import {
 } from "../lib/http/responses.ts";
 import { chunkLedger } from "../lib/recordings/chunks.ts";
 import { getRecording } from "../lib/recordings/ids.ts";
+import { parseTitle } from "../lib/recordings/library.ts";
+import { readTitleField } from "../lib/http/title_request.ts";
 import {
   completeRecording,
   createRecording,
@@ -44,7 +46,10 @@ export function apiRoutes(ctx: AppContext): Hono {
       remote = undefined;
     }
     createLimiter.take(clientAddress(ctx.config, c.req.raw, remote));
-    const { recording, uploadToken } = await createRecording(ctx);
+    const title = parseTitle(
+      (await readTitleField(c.req.raw, "create")).value,
+    );
+    const { recording, uploadToken } = await createRecording(ctx, { title });
     return c.json({
       video_id: recording.id,
       upload_token: uploadToken,

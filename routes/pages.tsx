@@ -23,12 +23,12 @@ import {
 import type { AppContext } from "../lib/core/context.ts";
 import {
   loadDashboard,
-  loadRecordingView,
+  loadRecordingPage,
   parsePageQuery,
 } from "../lib/http/dashboard.ts";
 import { AppError, ForbiddenError, TooLargeError } from "../lib/core/errors.ts";
 import { STATUS_OF, typedError } from "../lib/http/on_error.ts";
-import { shortId } from "../common/format.ts";
+import { displayTitle } from "../common/title.ts";
 
 /** Pages load only their own files and the bundle; no inline code anywhere. */
 const CONTENT_SECURITY_POLICY = [
@@ -122,19 +122,24 @@ export function pageRoutes(ctx: AppContext): Hono {
 
   pages.get("/videos/:id", async (c) => {
     await authorizeView(ctx, c.req.param("id"), c.req.raw);
-    const [recording, assets] = await Promise.all([
-      loadRecordingView(ctx, c.req.param("id")),
+    const [view, assets] = await Promise.all([
+      loadRecordingPage(ctx, c.req.param("id")),
       ensureAssets(),
     ]);
     return html({
-      title: `Recording ${shortId(recording.id)}`,
+      title: displayTitle(view.recording, false),
       section: "none",
       assets,
       body: (
         <Island
           name="recording_detail"
           component={RecordingDetail}
-          props={{ recording, now: Date.now() }}
+          props={{
+            ...view,
+            origin: new URL(c.req.url).origin,
+            embeddable: ctx.config.embedOrigins.length > 0,
+            private: ctx.config.privateRecordings,
+          }}
         />
       ),
     });

@@ -5,8 +5,9 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { loadConfig } from "../lib/core/config.ts";
+import { type Config, loadConfig } from "../lib/core/config.ts";
 import { type Service, startService } from "../main.ts";
+import { backendEnv, dropBackendState } from "./support/backend.ts";
 
 /** Whether the tests run in CI (a missing tool is then a failure). */
 export const IN_CI = (Deno.env.get("CI") ?? "") !== "" &&
@@ -23,7 +24,27 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Starts the real app on 127.0.0.1:0 with a temp data folder and KV file. */
+/**
+ * The config of an instance over `env.DATA_DIR` on this test process's
+ * backend (TEST_BACKEND, see tests/support/backend.ts), for tests that open
+ * a context of their own beside a test server.
+ */
+export async function testConfig(
+  env: Record<string, string> & { DATA_DIR: string },
+): Promise<Config> {
+  return loadConfig({
+    MIN_FREE_BYTES: "0",
+    ...await backendEnv(env.DATA_DIR, env),
+    ...env,
+  });
+}
+
+/**
+ * Starts the real app on 127.0.0.1:0 with a temp data folder, on this test
+ * process's backend (by default a KV file in the folder; TEST_BACKEND, see
+ * tests/support/backend.ts). Every instance runs in this process, so a
+ * shared KV is allowed with local-disk storage (`sameProcess`).
+ */
 export async function startTestServer(
   env: Record<string, string> = {},
 ): Promise<TestServer> {
@@ -34,9 +55,10 @@ export async function startTestServer(
     MIN_FREE_BYTES: "0",
     JOB_BACKOFF_MS: "100",
     LOG_LEVEL: "error",
+    ...await backendEnv(dataDir, env),
     ...env,
   });
-  const service = await startService(config);
+  const service = await startService(config, { sameProcess: true });
   const server = Deno.serve(
     { port: 0, hostname: "127.0.0.1", onListen() {} },
     service.app.fetch,
@@ -49,6 +71,7 @@ export async function startTestServer(
       await server.shutdown();
       await service.close();
       if (!env.DATA_DIR) {
+        await dropBackendState(dataDir);
         await Deno.remove(dataDir, { recursive: true }).catch(() => {});
       }
     },
@@ -65,13 +88,37 @@ export interface ChildServer {
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
 }
 
-/** Starts `main.ts` as a child process on a free port over `dataDir`. */
-export async function spawnServer(
+/** A worker running as its own `deno run worker.ts` process. */
+export interface ChildWorker {
+  /** The worker's id (a job's `workerId` while it runs it). */
+  id: string;
+  child: Deno.ChildProcess;
+  /** Everything the process printed so far. */
+  output(): string;
+  /** Sends a signal and waits for the process to end. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/**
+ * Runs `entry` with Deno over `dataDir` and resolves once its output matches
+ * `ready` (with the match), failing if it exits or does not get there
+ * within a minute.
+ */
+async function spawnDeno(
+  entry: string,
   dataDir: string,
-  env: Record<string, string> = {},
-): Promise<ChildServer> {
+  env: Record<string, string>,
+  ready: RegExp,
+): Promise<
+  {
+    match: RegExpMatchArray;
+    child: Deno.ChildProcess;
+    output(): string;
+    stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+  }
+> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-kv", "--unstable-cron", `${ROOT}main.ts`],
+    args: ["run", "-A", "--unstable-kv", "--unstable-cron", `${ROOT}${entry}`],
     cwd: ROOT,
     env: {
       PORT: "0",
@@ -79,6 +126,7 @@ export async function spawnServer(
       DATA_DIR: dataDir,
       MIN_FREE_BYTES: "0",
       JOB_BACKOFF_MS: "100",
+      ...await backendEnv(dataDir, env, { lone: true }),
       ...env,
     },
     stdout: "piped",
@@ -87,30 +135,30 @@ export async function spawnServer(
   }).spawn();
   let text = "";
   const decoder = new TextDecoder();
-  let resolveUrl: (url: string) => void;
-  let rejectUrl: (err: Error) => void;
-  const urlPromise = new Promise<string>((res, rej) => {
-    resolveUrl = res;
-    rejectUrl = rej;
+  let resolveReady: (match: RegExpMatchArray) => void;
+  let rejectReady: (err: Error) => void;
+  const readyPromise = new Promise<RegExpMatchArray>((res, rej) => {
+    resolveReady = res;
+    rejectReady = rej;
   });
   const pump = async (stream: ReadableStream<Uint8Array>) => {
     for await (const piece of stream) {
       text += decoder.decode(piece, { stream: true });
-      const m = text.match(/listening on (http:\/\/[^/\s]+)\//);
-      if (m) resolveUrl(m[1]);
+      const m = text.match(ready);
+      if (m) resolveReady(m);
     }
   };
   const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
   child.status.then(() =>
-    rejectUrl(new Error(`server exited before listening:\n${text}`))
+    rejectReady(new Error(`${entry} exited before it was ready:\n${text}`))
   );
   const timer = setTimeout(
-    () => rejectUrl(new Error(`server did not start:\n${text}`)),
+    () => rejectReady(new Error(`${entry} did not start:\n${text}`)),
     60_000,
   );
-  const url = await urlPromise.finally(() => clearTimeout(timer));
+  const match = await readyPromise.finally(() => clearTimeout(timer));
   return {
-    url,
+    match,
     child,
     output: () => text,
     async stop(signal: Deno.Signal = "SIGKILL") {
@@ -124,6 +172,40 @@ export async function spawnServer(
       return status;
     },
   };
+}
+
+/**
+ * Starts `main.ts` as a child process on a free port over `dataDir`, on this
+ * test process's backend (tests/support/backend.ts).
+ */
+export async function spawnServer(
+  dataDir: string,
+  env: Record<string, string> = {},
+): Promise<ChildServer> {
+  const { match, ...rest } = await spawnDeno(
+    "main.ts",
+    dataDir,
+    env,
+    /listening on (http:\/\/[^/\s]+)\//,
+  );
+  return { url: match[1], ...rest };
+}
+
+/**
+ * Starts `worker.ts` (the worker alone) as a child process over `dataDir`,
+ * on this test process's backend; it needs a shared KV and storage.
+ */
+export async function spawnWorker(
+  dataDir: string,
+  env: Record<string, string> = {},
+): Promise<ChildWorker> {
+  const { match, ...rest } = await spawnDeno(
+    "worker.ts",
+    dataDir,
+    env,
+    /tapedeck worker ([0-9a-f-]{36}) running/,
+  );
+  return { id: match[1], ...rest };
 }
 
 /** The Debian Chromium binary (the /usr/bin wrapper prints a shell error). */

@@ -1207,6 +1207,27 @@ Deno.test({
         }
       });
 
+      await t.step(
+        "an operation while the server is down fails within timeoutMs, and the next one after it reconnects",
+        async () => {
+          const table = `tmo_${Date.now().toString(36)}`;
+          const kv = await openPostgresKv(url, { table, timeoutMs: 800 });
+          try {
+            await kv.set(["tmo"], 1);
+            const restarting = pg.restart({ downMs: 3_000 });
+            await sleep(1_000);
+            const s = performance.now();
+            await assert.rejects(kv.get(["tmo"]), KvConnectionError);
+            const took = performance.now() - s;
+            assert.ok(took < 2_000, `failed after ${took.toFixed(0)} ms`);
+            await restarting;
+            assert.equal((await kv.get(["tmo"])).value, 1);
+          } finally {
+            await closeKv(kv);
+          }
+        },
+      );
+
       await t.step("figures", async () => {
         const ref = await denoStore();
         try {

@@ -24,6 +24,7 @@ import {
   unflushedOutputsKey,
 } from "../lib/kv/keys.ts";
 import { bootId, runSweep } from "../lib/recordings/maintenance.ts";
+import { hasLocalPaths } from "../lib/storage/storage.ts";
 import {
   createSession,
   makeRecording,
@@ -156,11 +157,12 @@ Deno.test({
       const source = await makeRecording(sourcePath, { seconds: 3 });
       const pieces = splitBytes(source, [40_000, 9_000, 25_000]);
       const inOrder = pieces.map((_, i) => i);
-      const ctx = server.service.ctx;
+      const storage = server.service.ctx.storage;
+      assert.ok(hasLocalPaths(storage), "local storage names paths");
 
       // In order, one at a time: the chunks lie in one data file from 0.
       const direct = await upload(server, pieces, inOrder);
-      const place = await ctx.storage.localPathOf(
+      const place = await storage.localPathOf(
         direct,
         await chunksOf(server, direct),
       );
@@ -182,7 +184,7 @@ Deno.test({
       const swapped = [1, 0, ...inOrder.slice(2)];
       const piped = await upload(server, pieces, swapped);
       assert.equal(
-        await ctx.storage.localPathOf(piped, await chunksOf(server, piped)),
+        await storage.localPathOf(piped, await chunksOf(server, piped)),
         null,
       );
       await complete(server, piped);

@@ -614,7 +614,7 @@ Deno.test("security: sessions are shared by instances on one KV and die when the
       assert.equal(res.status, 200);
       await res.body?.cancel();
     } finally {
-      closeContext(ctx);
+      await closeContext(ctx);
     }
     // The key is taken out of API_KEYS: its sessions stop working.
     await withServer(

@@ -28,6 +28,7 @@ import {
   sendChunk,
   splitBytes,
   startTestServer,
+  testConfig,
 } from "./helpers.ts";
 
 const ffmpegMissing = await missingTool("ffmpeg");
@@ -356,7 +357,8 @@ Deno.test({
   async fn() {
     const dataDir = await Deno.makeTempDir({ prefix: "tapedeck-ws-" });
     const service = await startService(
-      loadConfig({ DATA_DIR: dataDir, MIN_FREE_BYTES: "0" }),
+      await testConfig({ DATA_DIR: dataDir }),
+      { sameProcess: true },
     );
     const port = freePort();
     const url = `http://127.0.0.1:${port}`;
@@ -456,12 +458,12 @@ Deno.test({
   async fn() {
     const a = await startTestServer({ SHARED_KV: "true" });
     const ctxB = await openContext(
-      loadConfig({
+      await testConfig({
         DATA_DIR: a.dataDir,
-        MIN_FREE_BYTES: "0",
         RUN_WORKER: "false",
         SHARED_KV: "true",
       }),
+      { sameProcess: true },
     );
     const stopFeed = startLiveFeed(ctxB);
     const b = Deno.serve(
@@ -509,7 +511,7 @@ Deno.test({
     } finally {
       await b.shutdown();
       await stopFeed();
-      closeContext(ctxB);
+      await closeContext(ctxB);
       await a.close();
     }
   },
@@ -528,6 +530,7 @@ Deno.test({
           MIN_FREE_BYTES: "0",
           ...(shared ? { SHARED_KV: "true" } : {}),
         }),
+        { sameProcess: true },
       );
       try {
         assert.equal(ctx.config.sharedKv, shared);
@@ -548,7 +551,7 @@ Deno.test({
           shared,
         );
       } finally {
-        closeContext(ctx);
+        await closeContext(ctx);
         await Deno.remove(dir, { recursive: true });
       }
     }

@@ -9,8 +9,14 @@
  * otherwise the server builds on first use (lib/http/assets.ts).
  */
 
-import { basename, join, relative } from "node:path";
+import { basename, join } from "node:path";
 import { fileURLToPath as fromFileUrl, pathToFileURL } from "node:url";
+import {
+  moduleGraphLines,
+  runDeno,
+  sha256Hex,
+  writeAtomically,
+} from "./build_support.ts";
 
 /** The project folder. */
 const ROOT = fromFileUrl(new URL("../", import.meta.url));
@@ -37,18 +43,6 @@ export interface BuildOptions {
   root?: string;
   /** Build even if the inputs did not change. */
   force?: boolean;
-}
-
-async function sha256Hex(data: Uint8Array | string): Promise<string> {
-  const bytes = typeof data === "string"
-    ? new TextEncoder().encode(data)
-    : data;
-  const digest = await crypto.subtle.digest("SHA-256", bytes as BufferSource);
-  return Array.from(
-    new Uint8Array(digest),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
 }
 
 async function listIslands(root: string): Promise<string[]> {
@@ -86,51 +80,14 @@ function entrySource(root: string, islands: string[]): string {
   return lines.join("\n") + "\n";
 }
 
-async function runDeno(args: string[], cwd: string): Promise<string> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    throw new Error(
-      `deno ${args[0]} failed: ${new TextDecoder().decode(out.stderr).trim()}`,
-    );
-  }
-  return text;
-}
-
 /** Hashes every local module the entry reaches, the npm versions, and the CSS. */
 async function hashInputs(
   root: string,
   entry: string,
   css: Uint8Array,
 ): Promise<string> {
-  const info = JSON.parse(
-    await runDeno([
-      "info",
-      "--json",
-      "--config",
-      join(root, "deno.json"),
-      entry,
-    ], root),
-  );
-  const entryUrl = pathToFileURL(entry).href;
   const parts: string[] = [BUILDER_VERSION, Deno.version.deno];
-  const locals = (info.modules as { specifier: string }[])
-    .map((m) => m.specifier)
-    .filter((s) => s.startsWith("file:"))
-    .sort();
-  for (const specifier of locals) {
-    const path = fromFileUrl(specifier);
-    const name = specifier === entryUrl ? "<entry>" : relative(root, path);
-    parts.push(`${name}:${await sha256Hex(await Deno.readFile(path))}`);
-  }
-  parts.push(...Object.keys(info.npmPackages ?? {}).sort());
+  parts.push(...await moduleGraphLines(root, entry));
   parts.push(`style:${await sha256Hex(css)}`);
   return await sha256Hex(parts.join("\n"));
 }
@@ -152,16 +109,6 @@ async function readManifest(buildDir: string): Promise<AssetManifest | null> {
   }
 }
 
-async function writeAtomically(
-  path: string,
-  data: Uint8Array | string,
-): Promise<void> {
-  const temp = `${path}.${crypto.randomUUID()}.tmp`;
-  if (typeof data === "string") await Deno.writeTextFile(temp, data);
-  else await Deno.writeFile(temp, data);
-  await Deno.rename(temp, path);
-}
-
 async function pruneOldBuilds(
   buildDir: string,
   keep: Set<string>,
@@ -169,6 +116,7 @@ async function pruneOldBuilds(
   const now = Date.now();
   for await (const entry of Deno.readDir(buildDir)) {
     if (keep.has(entry.name) || entry.name === "manifest.json") continue;
+    if (entry.name === "sdk") continue; // tools/build_sdk.ts prunes its own
     const path = join(buildDir, entry.name);
     const info = await Deno.stat(path).catch(() => null);
     if (info?.mtime && now - info.mtime.getTime() > STALE_BUILD_MS) {

@@ -2,13 +2,9 @@ import type {
   ActionState,
   RecordingActionName,
 } from "../../client/recording_actions.ts";
-import {
-  formatAgo,
-  formatBytes,
-  formatDuration,
-  formatTime,
-  shortId,
-} from "../../common/format.ts";
+import { formatAgo, formatBytes, formatDuration } from "../../common/format.ts";
+import { displayTitle, formatWhen } from "../../common/title.ts";
+import { Thumbnail } from "./thumbnail.tsx";
 import type { RecordingView } from "../../common/recording_view.ts";
 import { ProgressBar } from "../shared/progress_bar.tsx";
 import { RecordingActions } from "../shared/recording_actions.tsx";
@@ -37,14 +33,23 @@ interface RowProps {
 function Row({ rec, now, ready, action, onAction }: RowProps) {
   return (
     <tr data-id={rec.id} data-status={rec.status}>
-      <td data-label="Recording">
-        <a href={`/videos/${rec.id}`} class="mono">{shortId(rec.id)}</a>
-        <time
-          class="muted small"
-          dateTime={new Date(rec.createdAt).toISOString()}
-        >
-          {formatTime(rec.createdAt)}
-        </time>
+      <td data-label="Recording" class="title-cell">
+        <a href={`/videos/${rec.id}`} class="rec-link">
+          <Thumbnail rec={rec} />
+          <span class="rec-text">
+            <span class="rec-title" data-field="title">
+              {displayTitle(rec, ready)}
+            </span>
+            {rec.title && (
+              <time
+                class="muted small"
+                dateTime={new Date(rec.createdAt).toISOString()}
+              >
+                {formatWhen(rec.createdAt, ready)}
+              </time>
+            )}
+          </span>
+        </a>
       </td>
       <td data-label="Status">
         <StatusBadge status={rec.status} />

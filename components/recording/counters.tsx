@@ -1,15 +1,16 @@
-import {
-  formatAgo,
-  formatBytes,
-  formatDuration,
-  formatTime,
-} from "../../common/format.ts";
+import { formatAgo, formatBytes, formatDuration } from "../../common/format.ts";
+import { formatWhen } from "../../common/title.ts";
 import type { RecordingView } from "../../common/recording_view.ts";
 import { StatusBadge } from "../shared/status_badge.tsx";
 
 /** A recording's status and live counters, with when it started and its type. */
 export function Counters(
-  { recording: r, now }: { recording: RecordingView; now: number },
+  { recording: r, now, local = false }: {
+    recording: RecordingView;
+    now: number;
+    /** Whether times are shown in the browser's zone (after hydration). */
+    local?: boolean;
+  },
 ) {
   return (
     <dl class="facts counters" id="counters">
@@ -39,7 +40,7 @@ export function Counters(
         <dt>Started</dt>
         <dd>
           <time dateTime={new Date(r.createdAt).toISOString()}>
-            {formatTime(r.createdAt)}
+            {formatWhen(r.createdAt, local)}
           </time>
         </dd>
       </div>

@@ -1,7 +1,13 @@
 import { formatBytes } from "../../common/format.ts";
 import { mediaUrl, type RecordingView } from "../../common/recording_view.ts";
 
-/** The finished files with sizes and download links. */
+/** A download button's words: the kind of file (its name is the saved file's). */
+function downloadLabel(name: string, poster: boolean): string {
+  const ext = name.slice(name.lastIndexOf(".") + 1).toUpperCase();
+  return poster ? `Download poster (${ext})` : `Download ${ext}`;
+}
+
+/** The finished files with sizes, each a download button. */
 export function FileList({ recording }: { recording: RecordingView }) {
   const names = [
     ...recording.files,
@@ -12,7 +18,9 @@ export function FileList({ recording }: { recording: RecordingView }) {
     <ul class="files">
       {names.map((name) => (
         <li key={name}>
-          <a href={mediaUrl(recording.id, name)} download={name}>{name}</a>
+          <a href={mediaUrl(recording.id, name)} download={name}>
+            {downloadLabel(name, name === recording.poster)}
+          </a>
           <span class="muted">
             {sizes[name] !== undefined ? formatBytes(sizes[name]) : ""}
           </span>

@@ -13,7 +13,11 @@ export interface Config {
   port: number;
   /** Interface the HTTP server binds to. */
   hostname: string;
-  /** Folder that holds chunks, finished files and (by default) the KV file. */
+  /**
+   * Folder that holds chunks, finished files, scratch space and (by
+   * default) the KV file; with object storage (STORAGE_URL) only scratch
+   * space and the KV file.
+   */
   dataDir: string;
   /**
    * Deno KV location: a file path, `:memory:`, a KV Connect URL, a
@@ -87,6 +91,11 @@ export interface Config {
   /** Whether a single recording's page and files also need an API key. */
   privateRecordings: boolean;
   /**
+   * Origins whose pages may show `/embed/<id>` in a frame (its CSP
+   * `frame-ancestors`); empty: none, `["*"]`: any.
+   */
+  embedOrigins: string[];
+  /**
    * After complete_job, chunks whose request arrives within this many ms
    * are still taken (and processing waits for them) unless the client said
    * which chunk was its last.
@@ -124,7 +133,55 @@ export interface Config {
   logFormat: LogFormat;
   /** The least important lines written. */
   logLevel: LogLevel;
+  // Webhooks and observability (issue 17: lib/webhooks/, lib/ops/).
+  /** Where webhook events are POSTed (WEBHOOK_URLS); none turns webhooks off. */
+  webhookUrls: string[];
+  /** Secret of the webhook signatures (HMAC-SHA256); unset sends them unsigned. */
+  webhookSecret?: string;
+  /** A delivery attempt without a 2xx answer within this many ms has failed. */
+  webhookTimeoutMs: number;
+  /** Wait after the first failed attempt, in ms; doubled per attempt, at most an hour. */
+  webhookBackoffMs: number;
+  /** How long a delivery is retried, in seconds (from its event or last replay). */
+  webhookRetryS: number;
+  /** Delivery attempts in flight at once. */
+  webhookConcurrency: number;
+  /** The delivering instance's lease lapses after this without renewal, in ms. */
+  webhookLeaseMs: number;
+  /** This server's public base URL, for absolute URLs in webhook payloads. */
+  publicUrl?: string;
+  // Object storage (issue 14: lib/storage/open.ts picks the backend).
+  /** Where chunks and finished files live (STORAGE_URL). */
+  storage: StorageConfig;
+  /** Whether `/media` redirects to a presigned URL (object storage only). */
+  mediaRedirect: boolean;
+  /** How long a presigned `/media` URL is valid, in seconds. */
+  mediaRedirectTtlS: number;
 }
+
+/** The storage backend: local disk, or an S3 bucket. */
+export type StorageConfig =
+  | {
+    kind: "local";
+    /** Folder of chunks, finished files and work folders. */
+    dir: string;
+  }
+  | {
+    kind: "s3";
+    bucket: string;
+    /** Key prefix, "" or ending with "/". */
+    prefix: string;
+    /** Base URL of the S3 API. */
+    endpoint: string;
+    region: string;
+    accessKeyId: string;
+    secretAccessKey: string;
+    sessionToken?: string;
+    /** `endpoint/bucket/key` rather than `bucket.endpoint/key`. */
+    forcePathStyle: boolean;
+    /** A try without progress for this long is given up (then retried). */
+    timeoutMs: number;
+  };
 
 type Env = Record<string, string | undefined>;
 
@@ -164,7 +221,51 @@ function readChoice<T extends string>(
   return raw as T;
 }
 
+/** A comma-separated list of http(s) URLs. */
+function readUrlList(env: Env, name: string): string[] {
+  const urls = (env[name] || "").split(",").map((s) => s.trim())
+    .filter(Boolean);
+  for (const url of urls) {
+    let ok = false;
+    try {
+      ok = /^https?:$/.test(new URL(url).protocol);
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      throw new ConfigError(
+        `${name} must list http:// or https:// URLs separated by commas, got "${url}"`,
+      );
+    }
+  }
+  return urls;
+}
+
 const MIB = 1024 * 1024;
+
+/**
+ * A comma-separated list of origins (`https://example.com`,
+ * `http://localhost:3000`) or `*`; anything else is a ConfigError.
+ */
+function readOrigins(env: Env, name: string): string[] {
+  const items = (env[name] ?? "").split(",").map((s) => s.trim())
+    .filter(Boolean);
+  for (const item of items) {
+    if (item === "*") continue;
+    let origin = "";
+    try {
+      origin = new URL(item).origin;
+    } catch {
+      // reported below
+    }
+    if (origin === "null" || origin !== item.replace(/\/$/, "")) {
+      throw new ConfigError(
+        `${name} must list origins such as https://example.com (scheme, host and port only) or *, got "${item}"`,
+      );
+    }
+  }
+  return items.map((i) => i.replace(/\/$/, ""));
+}
 
 /** Whether a KV location is a remote one (KV Connect or PostgreSQL URL). */
 export function isRemoteKv(kvPath: string): boolean {
@@ -229,6 +330,7 @@ export function loadConfig(env: Env = Deno.env.toObject()): Config {
       .filter(Boolean),
     requireUploadToken: readBool(env, "REQUIRE_UPLOAD_TOKEN", false),
     privateRecordings: readBool(env, "PRIVATE_RECORDINGS", false),
+    embedOrigins: readOrigins(env, "EMBED_ORIGINS"),
     completeGraceMs: readInt(env, "COMPLETE_GRACE_MS", 1000),
     maxChunksPerRecording: readInt(env, "MAX_CHUNKS_PER_RECORDING", 200_000, 1),
     minChunkBytes: readInt(env, "MIN_CHUNK_BYTES", 256),
@@ -251,5 +353,64 @@ export function loadConfig(env: Env = Deno.env.toObject()): Config {
       ["debug", "info", "warn", "error"],
       "info",
     ),
+    // Webhooks and observability (issue 17).
+    webhookUrls: readUrlList(env, "WEBHOOK_URLS"),
+    webhookSecret: env.WEBHOOK_SECRET || undefined,
+    webhookTimeoutMs: readInt(env, "WEBHOOK_TIMEOUT_MS", 10_000, 100),
+    webhookBackoffMs: readInt(env, "WEBHOOK_BACKOFF_MS", 10_000, 10),
+    webhookRetryS: readInt(env, "WEBHOOK_RETRY_S", 86_400, 1),
+    webhookConcurrency: readInt(env, "WEBHOOK_CONCURRENCY", 8, 1),
+    webhookLeaseMs: readInt(env, "WEBHOOK_LEASE_MS", 30_000, 1000),
+    publicUrl: readUrlList(env, "PUBLIC_URL")[0],
+    // Object storage (issue 14).
+    storage: readStorage(env, dataDir),
+    mediaRedirect: readBool(env, "MEDIA_REDIRECT", false),
+    mediaRedirectTtlS: Math.min(
+      604_800,
+      readInt(env, "MEDIA_REDIRECT_TTL_S", 3600, 60),
+    ),
+  };
+}
+
+/**
+ * STORAGE_URL: empty (local disk under DATA_DIR), `file://<folder>`, or
+ * `s3://<bucket>/<prefix>` with the endpoint, region and credentials from
+ * the usual AWS variables.
+ */
+function readStorage(env: Env, dataDir: string): StorageConfig {
+  const raw = (env.STORAGE_URL ?? "").trim();
+  if (raw === "") return { kind: "local", dir: dataDir };
+  if (/^file:\/\//i.test(raw)) {
+    const dir = decodeURIComponent(raw.slice("file://".length));
+    if (dir === "") throw new ConfigError("STORAGE_URL=file:// needs a folder");
+    return { kind: "local", dir };
+  }
+  const m = /^s3:\/\/([^/]+)(\/.*)?$/i.exec(raw);
+  if (!m) {
+    throw new ConfigError(
+      `STORAGE_URL must be file://<folder> or s3://<bucket>/<prefix>, got "${raw}"`,
+    );
+  }
+  const accessKeyId = env.AWS_ACCESS_KEY_ID ?? "";
+  const secretAccessKey = env.AWS_SECRET_ACCESS_KEY ?? "";
+  if (!accessKeyId || !secretAccessKey) {
+    throw new ConfigError(
+      "STORAGE_URL=s3://... needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    );
+  }
+  const region = env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1";
+  const endpoint = env.S3_ENDPOINT || env.AWS_ENDPOINT_URL || "";
+  const path = (m[2] ?? "").replace(/^\/+|\/+$/g, "");
+  return {
+    kind: "s3",
+    bucket: m[1],
+    prefix: path ? `${path}/` : "",
+    endpoint: endpoint || `https://s3.${region}.amazonaws.com`,
+    region,
+    accessKeyId,
+    secretAccessKey,
+    sessionToken: env.AWS_SESSION_TOKEN || undefined,
+    forcePathStyle: readBool(env, "S3_FORCE_PATH_STYLE", endpoint !== ""),
+    timeoutMs: readInt(env, "S3_TIMEOUT_MS", 30_000, 100),
   };
 }

@@ -20,7 +20,10 @@ import {
   emptyChunk,
 } from "../recordings/chunks.ts";
 import { assertVideoId } from "../recordings/ids.ts";
-import { beginChunkRequest } from "../recordings/inflight.ts";
+import {
+  beginChunkRequest,
+  type ChunkRequest,
+} from "../recordings/inflight.ts";
 import {
   completeRecording,
   type CompleteResult,
@@ -182,19 +185,26 @@ export async function receiveChunk(
 ): Promise<ReceiveResult> {
   const arrivedAt = Date.now();
   assertVideoId(id);
-  const endRequest = await beginChunkRequest(ctx, id, arrivedAt);
+  const request = await beginChunkRequest(ctx, id, arrivedAt);
   try {
-    return await receiveStarted(ctx, id, req, arrivedAt);
+    return await receiveStarted(ctx, id, req, arrivedAt, request);
   } finally {
-    await endRequest();
+    await request.end();
   }
 }
+
+/**
+ * How long an unindexed chunk waits for the chunk requests that arrived
+ * before it to end, so it takes its place after them.
+ */
+const ARRIVAL_ORDER_WAIT_MS = 10_000;
 
 async function receiveStarted(
   ctx: AppContext,
   id: string,
   req: Request,
   arrivedAt: number,
+  request: ChunkRequest,
 ): Promise<ReceiveResult> {
   const url = new URL(req.url);
   const headerIndex = req.headers.get("x-chunk-index");
@@ -247,7 +257,10 @@ async function receiveStarted(
     );
   } else {
     parsed = {
-      stored: await ctx.storage.writeChunk(id, req.body, max, { idleMs }),
+      stored: await ctx.storage.writeChunk(id, req.body, max, {
+        idleMs,
+        length: Number.isSafeInteger(declared) ? declared : undefined,
+      }),
       lastChunk: false,
     };
   }
@@ -257,6 +270,11 @@ async function receiveStarted(
   } catch (err) {
     await parsed.stored.settle(false);
     throw err;
+  }
+  // Without an index, the chunk's place is its arrival: a body that came in
+  // faster than an earlier one's waits for it.
+  if (index === undefined) {
+    await request.waitForEarlier(ARRIVAL_ORDER_WAIT_MS);
   }
   const result: ReceiveResult = await commitChunk(ctx, id, parsed.stored, {
     entry,

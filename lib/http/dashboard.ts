@@ -1,12 +1,20 @@
 /**
  * View models of the pages: one page of the dashboard (cursor paging over
- * every recording, newest first) and one recording for its own page.
+ * every recording, newest first, with an optional search and status) and
+ * one recording for its own page.
  */
 
 import type { AppContext } from "../core/context.ts";
 import { BadRequestError } from "../core/errors.ts";
 import { getRecording } from "../recordings/ids.ts";
-import { listRecordings } from "../recordings/sessions.ts";
+import { listRecordings, type RecordingPage } from "../recordings/sessions.ts";
+import {
+  isStatus,
+  searchRecordings,
+  uploadPictureOf,
+} from "../recordings/library.ts";
+import type { RecordingStatus } from "../kv/keys.ts";
+import type { UploadPicture } from "../../common/upload_picture.ts";
 import {
   type RecordingView,
   toRecordingView,
@@ -23,7 +31,14 @@ export interface PageQuery {
   limit: number;
   /** Cursor of the page (from the previous page's `nextCursor`); null for the newest. */
   cursor: string | null;
+  /** Search: words that start words of the title (`?q=`). */
+  q?: string;
+  /** Only recordings in this status (`?status=`). */
+  status?: RecordingStatus;
 }
+
+/** The longest search read from a query string. */
+const MAX_QUERY_LENGTH = 200;
 
 /** One page of the dashboard. */
 export interface DashboardView extends PageQuery {
@@ -52,7 +67,24 @@ export function parsePageQuery(params: URLSearchParams): PageQuery {
   if (cursor !== null && cursor.length > MAX_CURSOR_LENGTH) {
     throw badCursor();
   }
-  return { limit, cursor };
+  const query: PageQuery = { limit, cursor };
+  const q = (params.get("q") ?? "").trim();
+  if (q.length > MAX_QUERY_LENGTH) {
+    throw new BadRequestError(
+      `The search may have at most ${MAX_QUERY_LENGTH} characters.`,
+    );
+  }
+  if (q) query.q = q;
+  const status = params.get("status") ?? "";
+  if (status !== "" && !isStatus(status)) {
+    throw new BadRequestError(
+      `status must be one of recording, processing, complete or failed, got "${
+        status.slice(0, 20)
+      }".`,
+    );
+  }
+  if (status) query.status = status as RecordingStatus;
+  return query;
 }
 
 function badCursor(): BadRequestError {
@@ -66,17 +98,35 @@ export async function loadDashboard(
   ctx: AppContext,
   query: PageQuery,
 ): Promise<DashboardView> {
+  const page = await loadRecordPage(ctx, query);
+  return {
+    ...query,
+    recordings: page.recordings.map(toRecordingView),
+    nextCursor: page.cursor,
+    now: Date.now(),
+  };
+}
+
+/**
+ * Reads one page of records, newest first, with the query's search and
+ * status. Throws a 400 for a cursor KV rejects.
+ */
+export async function loadRecordPage(
+  ctx: AppContext,
+  query: PageQuery,
+): Promise<RecordingPage> {
   try {
-    const page = await listRecordings(ctx, {
-      limit: query.limit,
-      cursor: query.cursor ?? undefined,
-    });
-    return {
-      ...query,
-      recordings: page.recordings.map(toRecordingView),
-      nextCursor: page.cursor,
-      now: Date.now(),
-    };
+    return query.q || query.status
+      ? await searchRecordings(ctx, {
+        limit: query.limit,
+        cursor: query.cursor ?? undefined,
+        q: query.q,
+        status: query.status,
+      })
+      : await listRecordings(ctx, {
+        limit: query.limit,
+        cursor: query.cursor ?? undefined,
+      });
   } catch (err) {
     if (err instanceof TypeError && /cursor/i.test(err.message)) {
       throw badCursor();
@@ -91,4 +141,26 @@ export async function loadRecordingView(
   id: string,
 ): Promise<RecordingView> {
   return toRecordingView(await getRecording(ctx, id));
+}
+
+/** A recording's page: the recording and the picture of its upload. */
+export interface RecordingPageView {
+  recording: RecordingView;
+  upload: UploadPicture;
+  /** Server time (ms) of the read. */
+  now: number;
+}
+
+/** Reads one recording and the picture of its upload; a 404 for malformed and unknown ids. */
+export async function loadRecordingPage(
+  ctx: AppContext,
+  id: string,
+): Promise<RecordingPageView> {
+  const rec = await getRecording(ctx, id);
+  const now = Date.now();
+  return {
+    recording: toRecordingView(rec),
+    upload: await uploadPictureOf(ctx, rec, now),
+    now,
+  };
 }

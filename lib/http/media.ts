@@ -10,6 +10,7 @@ import type { Recording } from "../kv/keys.ts";
 import { openSource } from "../recordings/source.ts";
 import { getRecording } from "../recordings/ids.ts";
 import { authorizeView } from "./access.ts";
+import { canLinkFiles } from "../storage/storage.ts";
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
 
@@ -26,7 +27,12 @@ function missingFile(id: string, name: string): NotFoundError {
   );
 }
 
-/** Answers GET or HEAD for `/media/<id>/<name>` (200, 206, 304 or 416). */
+/**
+ * Answers GET or HEAD for `/media/<id>/<name>` (200, 206, 304 or 416), the
+ * bytes proxied from storage; with MEDIA_REDIRECT and a storage that hands
+ * out direct URLs (object storage), a 302 to a presigned URL for that
+ * method instead, once the recording and the name are checked.
+ */
 export async function serveFinishedFile(
   ctx: AppContext,
   req: Request,
@@ -38,7 +44,23 @@ export async function serveFinishedFile(
   if (!SAFE_NAME.test(name) || !isFinishedFile(rec, name)) {
     throw missingFile(id, name);
   }
-  const info = await ctx.storage.statFile(id, name);
+  const storage = ctx.storage;
+  if (ctx.config.mediaRedirect && canLinkFiles(storage)) {
+    const method = req.method === "HEAD" ? "HEAD" : "GET";
+    return new Response(null, {
+      status: 302,
+      headers: {
+        Location: await storage.fileUrl(
+          id,
+          name,
+          method,
+          ctx.config.mediaRedirectTtlS,
+        ),
+        "Cache-Control": "private, no-store",
+      },
+    });
+  }
+  const info = await storage.statFile(id, name);
   if (!info) throw missingFile(id, name);
   return await fileResponse(
     req,
@@ -59,7 +81,10 @@ export async function serveSource(
   id: string,
 ): Promise<Response> {
   await authorizeView(ctx, id, req);
-  const { recording, body } = await openSource(ctx, id);
+  const { recording, body: source } = await openSource(ctx, id);
+  // The first bytes are read before answering, so a store that is down is
+  // a clean 503 rather than a 200 whose body breaks off.
+  const body = req.method === "HEAD" ? source : await primed(source);
   const headers = {
     "Content-Type": recording.mimeType?.split(";")[0] ??
       "application/octet-stream",
@@ -72,4 +97,24 @@ export async function serveSource(
     return new Response(null, { headers });
   }
   return new Response(body, { headers });
+}
+
+/** `stream` with its first piece read already (errors of opening it thrown). */
+async function primed(
+  stream: ReadableStream<Uint8Array>,
+): Promise<ReadableStream<Uint8Array>> {
+  const reader = stream.getReader();
+  let first: ReadableStreamReadResult<Uint8Array> | undefined = await reader
+    .read();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = first ?? await reader.read();
+      first = undefined;
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
 }

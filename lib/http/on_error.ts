@@ -16,7 +16,9 @@ import {
   type ErrorKind,
   fromSystemError,
   StorageFullError,
+  UnavailableError,
 } from "../core/errors.ts";
+import { KvConnectionError } from "../kv/postgres.ts";
 
 /** The HTTP status of each kind of error. */
 export const STATUS_OF: Record<ErrorKind, number> = {
@@ -70,6 +72,22 @@ function isConnectionError(err: unknown): boolean {
     err instanceof Deno.errors.Interrupted;
 }
 
+/** Seconds a client is asked to wait while the database is unreachable. */
+const DATABASE_RETRY_S = 2;
+
+/**
+ * The 503 while the shared database (a PostgreSQL KV) cannot be reached: it
+ * restarts or fails over, and the next request reconnects. What was
+ * acknowledged before is kept; the request itself may or may not have
+ * been carried out, so a chunk is sent again with its index.
+ */
+function databaseUnreachable(): UnavailableError {
+  return new UnavailableError(
+    "The server cannot reach its database right now; the request may not have been carried out. Retry it in a few seconds (a chunk with its index is stored once).",
+    DATABASE_RETRY_S,
+  );
+}
+
 /** The typed error an error stands for, when one is known. */
 export async function typedError(
   err: unknown,
@@ -77,6 +95,7 @@ export async function typedError(
 ): Promise<AppError | null> {
   const known = fromSystemError(err);
   if (known instanceof AppError) return known;
+  if (err instanceof KvConnectionError) return databaseUnreachable();
   if (ctx?.state.stopping) return null;
   if (isConnectionError(err)) return new BodyAbortedError();
   if (ctx && await diskNearlyFull(ctx)) return new StorageFullError();

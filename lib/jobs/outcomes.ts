@@ -23,6 +23,7 @@ import {
   retryPause,
   updateRecording,
 } from "../recordings/transitions.ts";
+import { canDeferSync } from "../storage/storage.ts";
 import type { JobLease } from "./lease.ts";
 import type { ProgressValue } from "./progress.ts";
 
@@ -71,9 +72,10 @@ export async function writeRetryWait(
 
 /**
  * Commits the job `done` and the recording `complete`, if the job is still
- * this run's (`jobStamp`). Files published unflushed (`output.unflushed`)
- * get an ["outputs_unflushed", id] entry in the same commit and are flushed
- * right after it, then the entry goes: the status turns `complete` without
+ * this run's (`jobStamp`). Files published unflushed (`output.unflushed`,
+ * only with a storage that defers the flush) get an
+ * ["outputs_unflushed", id] entry in the same commit and are flushed right
+ * after it, then the entry goes: the status turns `complete` without
  * waiting for the disk, and a machine crash before the flush is caught by
  * the sweep (lib/recordings/maintenance.ts). Resolves `changed` (nothing
  * written) when the recording holds other chunks than the run processed,
@@ -86,7 +88,9 @@ export async function commitSuccess(
   job: Job,
   output: ProcessingOutput,
 ): Promise<"done" | "changed" | "lost"> {
-  const unflushed = output.unflushed?.length ? output.unflushed : undefined;
+  const unflushed = output.unflushed?.length && canDeferSync(ctx.storage)
+    ? output.unflushed
+    : undefined;
   const boot = unflushed ? await bootId() : "";
   for (let attempt = 0;; attempt++) {
     const entry = await ctx.kv.get<Recording>(recordingKey(id));

@@ -13,9 +13,11 @@ import {
   type Job,
   jobKey,
   jobWakeupKey,
+  type MadeFiles,
   type Recording,
   recordingKey,
 } from "../kv/keys.ts";
+import { KvConnectionError } from "../kv/postgres.ts";
 import { BadRecordingError } from "../processing/bad_recording.ts";
 import {
   type ProcessingOutput,
@@ -31,6 +33,7 @@ import {
   writeRetryWait,
 } from "./outcomes.ts";
 import { JobLease } from "./lease.ts";
+import { observeJobRun } from "../ops/instrument.ts";
 import { ProgressReporter } from "./progress.ts";
 
 /** Runs one job; tests and other pipelines may pass their own. */
@@ -44,6 +47,13 @@ export type JobRunner = (
 ) => Promise<ProcessingOutput>;
 
 const MAX_TIMER_MS = 60_000;
+/** A pass over the jobs running longer than this means the worker is stuck. */
+const STUCK_TICK_MS = 60_000;
+
+/** Wait before trying the KV again after `failures` failures in a row. */
+function retryDelayMs(failures: number): number {
+  return Math.min(250 * 2 ** Math.max(0, failures - 1), 5_000);
+}
 
 /** Delay before attempt `attempts + 1`: base, doubled per failure, capped at 10 minutes. */
 export function backoffMs(base: number, attempts: number): number {
@@ -62,6 +72,10 @@ export class JobWorker {
   #ticking?: Promise<void>;
   #again = false;
   #watch?: ReadableStreamDefaultReader<unknown>;
+  #watching?: Promise<void>;
+  #endPause?: () => void;
+  #tickFailures = 0;
+  #tickStartedAt = 0;
 
   constructor(ctx: AppContext, tools: FfmpegTools, run?: JobRunner) {
     this.#ctx = ctx;
@@ -76,29 +90,53 @@ export class JobWorker {
   async start(): Promise<void> {
     this.#stopped = false;
     if (!this.#ctx.config.sharedKv) await this.#reclaimOrphans();
-    const stream = this.#ctx.kv.watch([jobWakeupKey()]);
-    this.#watch = stream.getReader();
-    (async () => {
+    this.#watching = this.#followWakeups();
+    this.wake();
+  }
+
+  /**
+   * Wakes the worker on every change of ["job_wakeup"]. The watch ends when
+   * the KV closes; one that fails because the KV's connection broke is
+   * opened again, and the worker looks for due jobs then, since wake-ups
+   * may have been missed meanwhile.
+   */
+  async #followWakeups(): Promise<void> {
+    let failures = 0;
+    while (!this.#stopped) {
       try {
+        this.#watch = this.#ctx.kv.watch([jobWakeupKey()]).getReader();
         while (!this.#stopped) {
-          const { done } = await this.#watch!.read();
-          if (done) break;
+          const { done } = await this.#watch.read();
+          if (done) return;
+          failures = 0;
           this.wake();
         }
-      } catch {
-        // the watch ends when KV closes
+      } catch (err) {
+        if (!(err instanceof KvConnectionError)) return;
       }
-    })();
-    this.wake();
+      if (this.#stopped) return;
+      failures++;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, retryDelayMs(failures));
+        this.#endPause = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#endPause = undefined;
+      this.wake();
+    }
   }
 
   /** Stops taking jobs, aborts running ones (their leases lapse) and waits for them. */
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#endPause?.();
     await this.#watch?.cancel().catch(() => {});
     for (const c of this.#controllers.values()) c.abort();
     await this.#ticking;
+    await this.#watching;
     await Promise.allSettled([...this.#running.values()]);
   }
 
@@ -109,10 +147,24 @@ export class JobWorker {
       this.#again = true;
       return;
     }
-    this.#ticking = this.#tick().catch((err) => {
-      if (!this.#stopped) {
+    this.#tickStartedAt = Date.now();
+    this.#ticking = this.#tick().then(() => {
+      this.#tickFailures = 0;
+    }, (err) => {
+      if (this.#stopped) return;
+      if (!(err instanceof KvConnectionError)) {
         this.#ctx.log.error("job worker failed", { error: String(err) });
+        return;
       }
+      // The KV did not answer (it restarts): look again soon, not only
+      // at the next wake-up.
+      const delay = retryDelayMs(++this.#tickFailures);
+      this.#ctx.log.error("job worker failed; looking for jobs again soon", {
+        error: String(err),
+        retry_ms: delay,
+      });
+      clearTimeout(this.#timer);
+      this.#timer = setTimeout(() => this.wake(), delay);
     }).finally(() => {
       this.#ticking = undefined;
       if (this.#again) {
@@ -134,6 +186,12 @@ export class JobWorker {
   /** How many jobs this worker is running. */
   get busy(): number {
     return this.#running.size;
+  }
+
+  /** Whether the worker runs and is not stuck in a pass over the jobs (for /readyz). */
+  get alive(): boolean {
+    if (this.#stopped) return false;
+    return !this.#ticking || Date.now() - this.#tickStartedAt < STUCK_TICK_MS;
   }
 
   async #reclaimOrphans(): Promise<void> {
@@ -194,7 +252,20 @@ export class JobWorker {
       const res = await kv.atomic().check(entry).set(jobKey(id), claimed)
         .commit();
       if (!res.ok) continue;
-      const done = this.#execute(id, claimed, res.versionstamp).finally(() => {
+      const done = observeJobRun(
+        this.#ctx,
+        id,
+        claimed,
+        () => this.#execute(id, claimed, res.versionstamp),
+      ).catch(
+        (err) => {
+          // Its lease lapses and the job is claimed again.
+          this.#ctx.log.error("job run ended without an outcome", {
+            recording: id,
+            error: String(err),
+          });
+        },
+      ).finally(() => {
         this.#running.delete(id);
         this.#controllers.delete(id);
         this.wake();
@@ -225,8 +296,8 @@ export class JobWorker {
     const read = async () =>
       (await ctx.kv.get<Recording>(recordingKey(id))).value;
     let again = false;
+    let made = job.made;
     try {
-      let made = job.made;
       const first = await read();
       if (
         !made && first?.chunksReceived === 0 && first.closedAt !== undefined
@@ -288,6 +359,10 @@ export class JobWorker {
         await this.#dropIfDeleted(id);
         return;
       }
+      if (err instanceof KvConnectionError) {
+        await this.#handBack(id, lease, made);
+        return;
+      }
       await this.#runFailed(id, lease, err);
     } finally {
       await lease.pause();
@@ -302,6 +377,47 @@ export class JobWorker {
     const rec = await this.#ctx.kv.get(recordingKey(id)).catch(() => null);
     if (rec && rec.versionstamp === null) {
       await this.#ctx.storage.removeRecording(id).catch(() => {});
+    }
+  }
+
+  /**
+   * Hands a job back, once the KV answers again, after the KV's connection
+   * broke during its run: that is not the recording's fault, so the
+   * attempt is not counted, and files the run made are kept for the next
+   * one. Nothing is written when the job changed meanwhile (the commit cut
+   * off may have been applied, or another worker took the job).
+   */
+  async #handBack(
+    id: string,
+    lease: JobLease,
+    made: MadeFiles | undefined,
+  ): Promise<void> {
+    const kv = this.#ctx.kv;
+    const current = lease.job;
+    for (let failures = 1;; failures++) {
+      try {
+        const now = Date.now();
+        await kv.atomic()
+          .check({ key: jobKey(id), versionstamp: lease.stamp })
+          .set(jobKey(id), {
+            ...current,
+            made,
+            state: "queued",
+            attempts: Math.max(0, current.attempts - 1),
+            runAfter: now,
+            leaseUntil: 0,
+            updatedAt: now,
+          })
+          .set(jobWakeupKey(), now)
+          .commit();
+        return;
+      } catch (err) {
+        if (!(err instanceof KvConnectionError) || this.#stopped) return;
+        if (Date.now() > current.leaseUntil + this.#ctx.config.jobLeaseMs) {
+          return; // claimed again by whoever finds it first
+        }
+        await new Promise((r) => setTimeout(r, retryDelayMs(failures)));
+      }
     }
   }
 

@@ -10,6 +10,7 @@
  */
 
 import { perKv } from "../core/context.ts";
+import { KvConnectionError } from "./postgres.ts";
 
 /** One atomic write that may share a commit with others. */
 export interface GroupedWrite {
@@ -81,7 +82,13 @@ class CommitGrouper {
           for (const p of group) p.resolve(res);
           return;
         }
-      } catch {
+      } catch (err) {
+        // The connection broke: the group may have been committed, so no
+        // write of it may be tried again on its own.
+        if (err instanceof KvConnectionError) {
+          for (const p of group) p.reject(err);
+          return;
+        }
         // a KV limit: fall through to one commit per write
       }
     }

@@ -17,6 +17,17 @@
  * | ["upload_partial", id]                       | id (index: tus partial uploads, for expiry) |
  * | ["settings", name]                           | a setting the instances share (the generated session secret) |
  * | ["chunk_inflight", id, request]              | {@link InflightChunk} (a chunk request under way, with a shared KV) |
+ * | ["recording_by_status", status, createdAt, id] | id (index: listed recordings by status, for the library's filter) |
+ * | ["recording_by_word", term, createdAt, id]   | id (index: a prefix of a word of the title, for the library's search) |
+ * | ["webhook", delivery]                        | {@link WebhookDelivery} (kept 30 days once finished) |
+ * | ["webhook_by_recording", id, createdAt, delivery] | delivery id (index: a recording's deliveries) |
+ * | ["webhook_due", dueAt, delivery]             | delivery id (index: pending deliveries by due time) |
+ * | ["webhook_wakeup"]                           | time (ms) deliveries were last added, for the delivery worker's `watch` |
+ * | ["webhook_worker"]                           | {@link WorkerLease} (the instance that delivers webhooks) |
+ *
+ * `recording_by_status` and `recording_by_word` are derived from a record's
+ * `status` and `title` by lib/recordings/transitions.ts (records written before they existed carry
+ * no `indexes` mark and are indexed by the start-up sweep).
  *
  * `["outputs_unflushed", id]` is written in the same commit that makes a
  * recording `complete` (its finished files are renamed into place without
@@ -116,6 +127,52 @@ export interface Recording {
   concat?: string[];
   /** How many of its chunks are under MIN_CHUNK_BYTES. */
   smallChunks?: number;
+  /**
+   * What people call it (tus `filename` without its extension, `title` at
+   * create, or a rename); none means "Recording <its creation time>".
+   */
+  title?: string;
+  /** How the chunks arrived, for the picture of the upload (bounded). */
+  arrivals?: ArrivalLog;
+  /** Version of the derived indexes written for this record (status, title words). */
+  indexes?: number;
+}
+
+/** Something worth marking in the picture of an upload. */
+export interface ArrivalEvent {
+  /**
+   * `gap`: no chunk from `at` to `until` (`until` is where it resumed);
+   * `late`: a chunk whose index is below one that arrived before it (out of
+   * order, or resent after a loss); `duplicate`: a chunk that arrived again
+   * with the same bytes (a retry whose first reply was lost); `skip`:
+   * indexes `index` to `index + count - 1` were passed over (missing when
+   * it arrived); `after_stop`: a chunk taken after the client completed.
+   */
+  kind: "gap" | "late" | "duplicate" | "skip" | "after_stop";
+  at: number;
+  index?: number;
+  until?: number;
+  count?: number;
+}
+
+/**
+ * A bounded summary of a recording's chunk arrivals, updated in each
+ * chunk's own commit (lib/recordings/arrivals.ts): bytes per time bucket
+ * (buckets double in width when they fill) and the latest notable events.
+ */
+export interface ArrivalLog {
+  /** Start of bucket 0 (ms since epoch). */
+  start: number;
+  /** Width of one bucket in ms. */
+  bucketMs: number;
+  /** Bytes that arrived in each bucket. */
+  bytes: number[];
+  /** The latest notable arrivals, oldest first (at most a few dozen). */
+  events: ArrivalEvent[];
+  /** How many events of each kind there were in all (events may have dropped some). */
+  counts: Partial<Record<ArrivalEvent["kind"], number>>;
+  /** Smoothed time between chunks (ms), to tell a gap from the usual pace. */
+  paceMs?: number;
 }
 
 /** A chunk request under way (value of ["chunk_inflight", id, request]). */
@@ -315,4 +372,118 @@ export function unflushedOutputsPrefix(): Deno.KvKey {
 /** ["settings", name]: a value every instance of a cluster shares. */
 export function settingKey(name: string): Deno.KvKey {
   return ["settings", name];
+}
+
+/** ["recording_by_status", status, createdAt, id] */
+export function recordingByStatusKey(
+  status: RecordingStatus,
+  createdAt: number,
+  id: string,
+): Deno.KvKey {
+  return ["recording_by_status", status, createdAt, id];
+}
+
+/** Prefix of the by-status index for one status, newest last. */
+export function recordingByStatusPrefix(status: RecordingStatus): Deno.KvKey {
+  return ["recording_by_status", status];
+}
+
+/** ["recording_by_word", term, createdAt, id]: `term` is a prefix of a title word. */
+export function recordingByWordKey(
+  term: string,
+  createdAt: number,
+  id: string,
+): Deno.KvKey {
+  return ["recording_by_word", term, createdAt, id];
+}
+
+/** Prefix of the title-word index for one term, newest last. */
+export function recordingByWordPrefix(term: string): Deno.KvKey {
+  return ["recording_by_word", term];
+}
+
+// Webhooks (issue 17: lib/webhooks/).
+
+/** The webhook events (docs/webhooks.md). */
+export type WebhookEvent =
+  | "recording.created"
+  | "recording.completed"
+  | "video.ready"
+  | "video.failed"
+  | "recording.deleted";
+
+/**
+ * One event to be delivered to one URL, written in the commit of the
+ * change it reports (lib/webhooks/events.ts) and then updated by each
+ * attempt (lib/webhooks/deliveries.ts).
+ */
+export interface WebhookDelivery {
+  id: string;
+  /** The event's id: the same for every URL, attempt and replay. */
+  eventId: string;
+  event: WebhookEvent;
+  recordingId: string;
+  url: string;
+  /** The JSON body, fixed when the event happened. */
+  body: string;
+  /** `failed`: given up after the retry window. */
+  state: "pending" | "delivered" | "failed";
+  attempts: number;
+  createdAt: number;
+  /** No attempt is made after this (24 h after the event or the last replay). */
+  retryUntil: number;
+  /** When the next attempt is due (ms); its ["webhook_due", ...] entry says the same. */
+  dueAt: number;
+  lastAttemptAt?: number;
+  lastStatus?: number;
+  lastError?: string;
+  deliveredAt?: number;
+  /** How many times it was replayed. */
+  replays?: number;
+  updatedAt: number;
+}
+
+/** Value of a singleton worker's lease: who holds it and until when (ms). */
+export interface WorkerLease {
+  holder: string;
+  until: number;
+}
+
+/** ["webhook", delivery] */
+export function webhookKey(id: string): Deno.KvKey {
+  return ["webhook", id];
+}
+
+/** ["webhook_by_recording", recordingId, createdAt, delivery] */
+export function webhookByRecordingKey(
+  recordingId: string,
+  createdAt: number,
+  id: string,
+): Deno.KvKey {
+  return ["webhook_by_recording", recordingId, createdAt, id];
+}
+
+/** Prefix of a recording's deliveries, oldest first. */
+export function webhookByRecordingPrefix(recordingId: string): Deno.KvKey {
+  return ["webhook_by_recording", recordingId];
+}
+
+/** ["webhook_due", dueAt, delivery]: present while the delivery is pending. */
+export function webhookDueKey(dueAt: number, id: string): Deno.KvKey {
+  return ["webhook_due", dueAt, id];
+}
+
+/** Prefix of the pending deliveries, soonest due first. */
+export function webhookDuePrefix(): Deno.KvKey {
+  return ["webhook_due"];
+}
+
+/** ["webhook_wakeup"]: rewritten whenever deliveries are added or replayed. */
+export function webhookWakeupKey(): Deno.KvKey {
+  return ["webhook_wakeup"];
+}
+
+/** ["webhook_worker"]: the lease of the instance that delivers webhooks. */
+export function webhookWorkerKey(): Deno.KvKey {
+  return ["webhook_worker"];
 }

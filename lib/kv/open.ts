@@ -18,3 +18,9 @@ export async function openKv(kvPath: string): Promise<Deno.Kv> {
   if (kvPath === "") return await Deno.openKv();
   return await Deno.openKv(kvPath);
 }
+
+/** Where a KV is, for logs and messages: a URL's password is hidden. */
+export function describeKvPath(kvPath: string): string {
+  if (kvPath === "") return "the platform's KV";
+  return kvPath.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*):[^@/]*@/i, "$1:***@");
+}

@@ -62,12 +62,19 @@ export interface PostgresKvOptions {
   locking?: "advisory" | "serializable";
   /** Longest time between two sweeps of expired entries (default 60 s). */
   sweepIntervalMs?: number;
+  /**
+   * Longest wait for the database's answer to one operation, reconnecting
+   * included (default 5 s); past it the operation fails with
+   * {@link KvConnectionError}, so a request never hangs on a database that
+   * is down or restarting.
+   */
+  timeoutMs?: number;
 }
 
 /**
- * The database could not be reached, or the connection was lost during the
- * operation (the server restarted). The next operation reconnects. For a
- * commit, whether it was applied is unknown.
+ * The database could not be reached, the connection was lost during the
+ * operation (the server restarted), or no answer came in time. The next
+ * operation reconnects. For a commit, whether it was applied is unknown.
  */
 export class KvConnectionError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -509,6 +516,15 @@ function queuesUnsupported(): Error {
   );
 }
 
+/**
+ * Seconds before connection attempt `retries` after failed ones: short, so
+ * that operations waiting for the database go on as soon as it is back
+ * (postgres.js's own backoff grows to 20 s).
+ */
+function reconnectDelayS(retries: number): number {
+  return Math.min(0.05 * 2 ** retries, 0.5) * (0.5 + Math.random() / 2);
+}
+
 function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
@@ -686,6 +702,7 @@ export class PostgresKv implements Deno.Kv {
   #channel: string;
   #lock: boolean;
   #sweepIntervalMs: number;
+  #timeoutMs: number;
   #closed = false;
   #abort = new AbortController();
   #watchers = new Set<Watcher>();
@@ -708,9 +725,11 @@ export class PostgresKv implements Deno.Kv {
     this.#channel = `${schema}__${table}`;
     this.#lock = (options.locking ?? "advisory") === "advisory";
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 60_000;
+    this.#timeoutMs = options.timeoutMs ?? 5_000;
     this.#sql = postgres(url, {
       max: options.maxConnections ?? 4,
       connect_timeout: 10,
+      backoff: reconnectDelayS,
       onnotice: () => {},
       connection: { application_name: "tapedeck-kv" },
     });
@@ -755,13 +774,26 @@ export class PostgresKv implements Deno.Kv {
 
   async #query(text: string, params: unknown[]): Promise<Row[]> {
     this.#checkOpen();
+    // deno-lint-ignore no-explicit-any
+    const query = this.#sql.unsafe(text, params as any[], { prepare: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // Not sent yet: it never will be. Sent: its outcome is unknown.
+        Promise.resolve(query.cancel() as unknown).catch(() => {});
+        reject(
+          new KvConnectionError(
+            `PostgreSQL KV: no answer within ${this.#timeoutMs} ms (the database is down or restarting)`,
+          ),
+        );
+      }, this.#timeoutMs);
+    });
     try {
-      // deno-lint-ignore no-explicit-any
-      return await this.#sql.unsafe(text, params as any[], {
-        prepare: true,
-      }) as unknown as Row[];
+      return await Promise.race([query, late]) as unknown as Row[];
     } catch (e) {
       throw wrapError(e);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

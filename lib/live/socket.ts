@@ -77,6 +77,11 @@ class SocketCounts {
 
 const counts = new WeakMap<LiveHub, SocketCounts>();
 
+/** Live sockets open now on the hub `live` (for /metrics). */
+export function openSocketCount(live: LiveHub): number {
+  return counts.get(live)?.total ?? 0;
+}
+
 /**
  * Counts one more socket for `client`, or throws a 503 past
  * `wsMaxPerClient` or `wsMaxTotal`; returns the function that counts it

@@ -5,10 +5,11 @@
  * The path to "complete" is kept short: the codecs come from the recording's
  * own header (lib/matroska.ts; ffprobe only when that cannot be read), one
  * ffmpeg pass reads the stored data file in place (or the chunks through its
- * stdin when they are not laid out in one file) and writes both videos, the
- * poster is made from the first chunks at the same time, the duration is read
- * back from the finished file's header, and the files are published without
- * fsync: the job flushes them after committing (see lib/jobs.ts).
+ * stdin when they are not laid out in one local file, as in object storage)
+ * and writes both videos, the poster is made from the first chunks at the
+ * same time, the duration is read back from the finished file's header, and
+ * the files are published without fsync where the storage allows: the job
+ * flushes them after committing (see lib/jobs/outcomes.ts).
  *
  * Nothing reaches ffmpeg unchecked: the recording must start like WebM or
  * MP4, every run names its demuxer and the protocols it may open, decoders
@@ -46,7 +47,11 @@ import { fileUrl, subfileUrl } from "./urls.ts";
 import { measureWorkload } from "./workload.ts";
 import { listChunks } from "../recordings/chunks.ts";
 import { openChunkStream } from "../recordings/source.ts";
-import type { ChunkRef } from "../storage/storage.ts";
+import {
+  canDeferSync,
+  type ChunkRef,
+  hasLocalPaths,
+} from "../storage/storage.ts";
 
 export { BadRecordingError };
 
@@ -270,9 +275,10 @@ function passthroughFlags(tools: FfmpegTools): string[] {
 
 /**
  * Processes one recording in its work folder and publishes the outputs to
- * storage, unflushed (listed in `unflushed`: the caller flushes them after
- * committing). Throws {@link BadRecordingError} when the input is not media
- * or is over a processing limit (lib/processing/limits.ts), and
+ * storage, unflushed where the storage can defer the flush (then listed in
+ * `unflushed`: the caller flushes them after committing). Throws
+ * {@link BadRecordingError} when the input is not media or is over a
+ * processing limit (lib/processing/limits.ts), and
  * {@link FfmpegError} when the main ffmpeg pass fails. A poster that
  * cannot be made is left out (the result has no `poster`) and logged: it
  * does not fail the job.
@@ -500,9 +506,12 @@ export async function processRecording(
     options.signal?.throwIfAborted();
     const sizes: Record<string, number> = {};
     const published = [mp4Name, seekableName, ...(poster ? [poster] : [])];
+    // Flushed after the commit where the storage can defer it; else
+    // durable once published.
+    const deferred = canDeferSync(ctx.storage);
     for (const name of published) {
       const info = await ctx.storage.publishFile(id, name, `${work}/${name}`, {
-        sync: false,
+        sync: !deferred,
       });
       sizes[name] = info.size;
     }
@@ -533,7 +542,7 @@ export async function processRecording(
       media,
       durationS,
       input: { bytes: total, chunks: chunks.length },
-      unflushed: published,
+      unflushed: deferred ? published : undefined,
     };
   } finally {
     await reader?.close();
@@ -566,6 +575,7 @@ async function inPlace(
   id: string,
   chunks: ChunkRef[],
 ): Promise<{ path: string; end: number } | null> {
+  if (!hasLocalPaths(ctx.storage)) return null;
   const local = await ctx.storage.localPathOf(id, chunks);
   if (!local) return null;
   const path = resolve(local.path);

@@ -22,6 +22,7 @@ import {
   type Recording,
   recordingKey,
 } from "../kv/keys.ts";
+import { KvConnectionError } from "../kv/postgres.ts";
 import type { StoredChunk } from "../storage/storage.ts";
 import {
   assertVideoId,
@@ -32,7 +33,13 @@ import {
 import { nudgeJob } from "../jobs/queue.ts";
 import { chunkTooLate, takesLateChunk } from "./closing.ts";
 import { chunkRequestsUnderWay } from "./inflight.ts";
-import { commitTransition, retryPause } from "./transitions.ts";
+import { observeChunkCommit } from "../ops/instrument.ts";
+import {
+  commitTransition,
+  retryPause,
+  updateRecording,
+} from "./transitions.ts";
+import { noteChunk, noteDuplicate } from "./arrivals.ts";
 
 /** The 400 for a chunk with no bytes. */
 export function emptyChunk(): BadRequestError {
@@ -167,7 +174,22 @@ async function readForCommit(
  * stored once; a different body for a taken index is a 409. The stored
  * bytes are deleted whenever the chunk is not kept.
  */
-export async function commitChunk(
+export function commitChunk(
+  ctx: AppContext,
+  id: string,
+  stored: StoredChunk,
+  options: Parameters<typeof storeChunk>[3] = {},
+): Promise<AppendResult> {
+  return observeChunkCommit(
+    ctx,
+    id,
+    stored.size,
+    () => storeChunk(ctx, id, stored, options),
+  );
+}
+
+/** {@link commitChunk}'s work, inside its span. */
+async function storeChunk(
   ctx: AppContext,
   id: string,
   stored: StoredChunk,
@@ -256,6 +278,7 @@ export async function commitChunk(
       // only needs a fresh read; it is never anybody's duplicate.
       if (known?.value) {
         if (await ctx.storage.sameBytes(id, known.value, stored)) {
+          await recordDuplicate(ctx, id, index);
           return { recording: rec, index, duplicate: true };
         }
         throw new ConflictError(
@@ -288,6 +311,14 @@ export async function commitChunk(
         mimeType: rec.mimeType ?? cleanMime(options.contentType),
         smallChunks: small ? (rec.smallChunks ?? 0) + 1 : rec.smallChunks,
         mediaChecked: (mediaChecked && !rec.partial) || undefined,
+        arrivals: noteChunk(rec.arrivals, {
+          at: now,
+          size: stored.size,
+          index,
+          nextIndex: rec.nextIndex,
+          lastChunkAt: rec.lastChunkAt,
+          afterStop: rec.status !== "recording",
+        }),
       };
       const res = await commitTransition(ctx, {
         prev: recEntry,
@@ -295,6 +326,11 @@ export async function commitChunk(
         checks: [{ key: chunkKey(id, index), versionstamp: null }],
         extra: (atomic) => atomic.set(chunkKey(id, index), chunk),
         grouped: true,
+      }).catch((err) => {
+        // The connection broke before the answer: the commit may have been
+        // applied, so the bytes stay (a retry is then a duplicate).
+        if (err instanceof KvConnectionError) keep = true;
+        throw err;
       });
       rememberCommitted(ctx.kv, next, res.ok ? res.versionstamp : null);
       if (res.ok) {
@@ -306,6 +342,37 @@ export async function commitChunk(
     }
   } finally {
     await stored.settle(keep);
+  }
+}
+
+/**
+ * Marks a chunk that arrived again with the bytes already held in the
+ * recording's arrival log, while it is recording (the picture of the
+ * upload shows retries). Best effort: the chunk's answer does not depend
+ * on it.
+ */
+async function recordDuplicate(
+  ctx: AppContext,
+  id: string,
+  index: number,
+): Promise<void> {
+  const now = Date.now();
+  try {
+    await updateRecording(ctx, id, (rec) =>
+      rec?.status === "recording"
+        ? {
+          next: {
+            ...rec,
+            arrivals: noteDuplicate(rec.arrivals, now, index),
+            updatedAt: now,
+          },
+        }
+        : null);
+  } catch (err) {
+    ctx.log.warn("could not mark a duplicate chunk", {
+      recording: id,
+      error: (err as Error).message,
+    });
   }
 }
 

@@ -6,6 +6,7 @@
  */
 
 import { type AppContext, perKv } from "../core/context.ts";
+import { NotFoundError } from "../core/errors.ts";
 import { queueJob } from "../jobs/queue.ts";
 import {
   type ChunkEntry,
@@ -20,6 +21,8 @@ import {
 } from "../kv/keys.ts";
 import { completeRecording, deleteRecording } from "./sessions.ts";
 import { updateRecording } from "./transitions.ts";
+import { canDeferSync, canTrimChunks } from "../storage/storage.ts";
+import { indexLibrary } from "./library.ts";
 
 /** What one sweep did. */
 export interface SweepReport {
@@ -32,6 +35,8 @@ export interface SweepReport {
   reprocessed: string[];
   orphanFiles: number;
   orphanRecordings: number;
+  /** Records given the library's indexes (at start-up). */
+  indexed: number;
 }
 
 /**
@@ -126,7 +131,8 @@ export async function flushOutputs(
     names = [...rec.files, ...(rec.poster ? [rec.poster] : [])];
   }
   try {
-    await ctx.storage.syncFiles(id, names);
+    // A storage that cannot defer the flush made the files durable at once.
+    if (canDeferSync(ctx.storage)) await ctx.storage.syncFiles(id, names);
   } catch (err) {
     ctx.log.error("flushing finished files failed; processing again", {
       recording: id,
@@ -203,21 +209,33 @@ export async function expireIdleRecordings(
   const removed: string[] = [];
   const idleMs = ctx.config.recordingIdleTimeoutS * 1000;
   if (idleMs <= 0) return { finalized, removed };
+  // Judged again on every read of the commit that acts on it: a chunk that
+  // came meanwhile keeps a recording open, and of instances that sweep at
+  // once only one acts (the others find it changed or gone).
+  const idle = (rec: Recording) =>
+    (rec.lastChunkAt ?? rec.createdAt) + idleMs <= now;
+  const idleOpen = (rec: Recording) =>
+    rec.status === "recording" && !rec.partial && idle(rec);
   for await (
     const e of ctx.kv.list<string>({ prefix: openRecordingPrefix() })
   ) {
     const rec = (await ctx.kv.get<Recording>(recordingKey(e.value))).value;
-    if (!rec || rec.status !== "recording") continue;
-    if ((rec.lastChunkAt ?? rec.createdAt) + idleMs > now) continue;
+    if (!rec || !idleOpen(rec)) continue;
     try {
       if (rec.chunksReceived > 0) {
-        await completeRecording(ctx, rec.id, { expired: true });
-        finalized.push(rec.id);
-      } else {
-        await deleteRecording(ctx, rec.id, { cause: "expired" });
-        removed.push(rec.id);
-      }
+        const done = await completeRecording(ctx, rec.id, {
+          expired: true,
+          onlyIf: (r) => idleOpen(r) && r.chunksReceived > 0,
+        });
+        if (done.started) finalized.push(rec.id);
+      } else if (
+        await deleteRecording(ctx, rec.id, {
+          cause: "expired",
+          onlyIf: (r) => idleOpen(r) && r.chunksReceived === 0,
+        })
+      ) removed.push(rec.id);
     } catch (err) {
+      if (err instanceof NotFoundError) continue; // deleted meanwhile
       ctx.log.error("idle expiry failed", {
         recording: rec.id,
         error: String(err),
@@ -228,12 +246,16 @@ export async function expireIdleRecordings(
     const e of ctx.kv.list<string>({ prefix: partialUploadPrefix() })
   ) {
     const rec = (await ctx.kv.get<Recording>(recordingKey(e.value))).value;
-    if (!rec) continue;
-    if ((rec.lastChunkAt ?? rec.createdAt) + idleMs > now) continue;
+    if (!rec || !rec.partial || !idle(rec)) continue;
     try {
-      await deleteRecording(ctx, rec.id, { cause: "expired" });
-      removed.push(rec.id);
+      if (
+        await deleteRecording(ctx, rec.id, {
+          cause: "expired",
+          onlyIf: (r) => !!r.partial && idle(r),
+        })
+      ) removed.push(rec.id);
     } catch (err) {
+      if (err instanceof NotFoundError) continue;
       ctx.log.error("idle expiry of a partial upload failed", {
         recording: rec.id,
         error: String(err),
@@ -256,11 +278,18 @@ export async function applyRetention(
     start: [...finishedRecordingPrefix(), 0],
     end: [...finishedRecordingPrefix(), before],
   });
+  const expired = (rec: Recording) =>
+    (rec.status === "complete" || rec.status === "failed") &&
+    rec.finishedAt !== undefined && rec.finishedAt < before;
   for await (const e of iter) {
     try {
-      await deleteRecording(ctx, e.value);
-      deleted.push(e.value);
+      // Only one of the instances that sweep at once deletes it, and not
+      // if it was queued again meanwhile.
+      if (await deleteRecording(ctx, e.value, { onlyIf: expired })) {
+        deleted.push(e.value);
+      }
     } catch (err) {
+      if (err instanceof NotFoundError) continue;
       ctx.log.error("retention delete failed", {
         recording: e.value,
         error: String(err),
@@ -304,7 +333,9 @@ export async function sweepOrphans(
       recordings++;
       continue;
     }
-    if (!options.idle) continue;
+    // Uncommitted chunk bytes are trimmed where the storage can (else they
+    // go with their recording).
+    if (!options.idle || !canTrimChunks(ctx.storage)) continue;
     const kept: ChunkEntry[] = [];
     for await (
       const c of ctx.kv.list<ChunkEntry>({ prefix: chunkPrefix(id) })
@@ -332,7 +363,10 @@ export async function runSweep(
     startup: options.startup,
   });
   const orphans = await sweepOrphans(ctx, { idle: options.orphans ?? false });
+  // Records written before the library's indexes existed get them.
+  const indexed = options.startup ? await indexLibrary(ctx) : 0;
   return {
+    indexed,
     finalized,
     removed,
     retained,

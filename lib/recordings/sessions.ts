@@ -18,6 +18,7 @@ import { chunkRequestsUnderWay } from "./inflight.ts";
 import { takeOpenSlot } from "./open_slots.ts";
 import { commitTransition, updateRecording } from "./transitions.ts";
 import { newUploadToken } from "./upload_token.ts";
+import { titleFromFilename } from "../../common/title.ts";
 
 /** A new session and its upload token (shown once, stored only hashed). */
 export interface CreatedRecording {
@@ -28,7 +29,7 @@ export interface CreatedRecording {
 /** What a new session may start with (the tus creation headers). */
 export type NewRecordingFields = Pick<
   Partial<Recording>,
-  "uploadLength" | "metadata" | "protocol" | "mimeType" | "partial"
+  "uploadLength" | "metadata" | "protocol" | "mimeType" | "partial" | "title"
 >;
 
 /**
@@ -71,6 +72,10 @@ async function insertRecording(
     tokenHash: hash,
     ...fields,
   };
+  // A tus upload is called by its file name unless it was given a title.
+  const title = fields.title ?? titleFromFilename(fields.metadata?.filename);
+  if (title) rec.title = title;
+  else delete rec.title;
   const res = await commitTransition(ctx, { prev: null, next: rec });
   if (!res.ok) throw new Error(`Could not create recording ${id}`);
   return { recording: rec, uploadToken: token };
@@ -81,6 +86,8 @@ export interface CompleteResult {
   recording: Recording;
   /** A sentence on where the job stands. */
   message: string;
+  /** Whether this call ended the recording (false: it had ended already, or `onlyIf` declined). */
+  started?: boolean;
 }
 
 /**
@@ -95,7 +102,16 @@ export interface CompleteResult {
 export async function completeRecording(
   ctx: AppContext,
   id: string,
-  options: { expired?: boolean; lastChunk?: number } = {},
+  options: {
+    expired?: boolean;
+    lastChunk?: number;
+    /**
+     * Ends the recording only if this holds for the record as read, judged
+     * again on every read (the sweep's idle check: a chunk that arrives
+     * meanwhile keeps it open).
+     */
+    onlyIf?: (rec: Recording) => boolean;
+  } = {},
 ): Promise<CompleteResult> {
   await getRecordingEntry(ctx, id);
   const now = Date.now();
@@ -103,7 +119,11 @@ export async function completeRecording(
   let noData = false;
   let started = false;
   const result = await updateRecording(ctx, id, async (rec) => {
+    // Judged again on every read.
+    started = false;
+    noData = false;
     if (!rec) throw unknownRecording(id);
+    if (options.onlyIf && !options.onlyIf(rec)) return null;
     if (rec.status !== "recording" && rec.chunksReceived === 0) {
       throw noDataYet(ctx, rec);
     }
@@ -140,6 +160,7 @@ export async function completeRecording(
   return {
     recording: rec,
     message: started ? "Processing started" : describeJob(rec),
+    started,
   };
 }
 
@@ -215,21 +236,31 @@ export async function retryRecording(
  * stored bytes. Live subscribers get the record with `deleted: true`; a
  * worker that finishes afterwards publishes nothing and removes what it
  * stored (lib/jobs/worker.ts), and the sweep removes whatever else is left.
+ * Resolves whether this call deleted it (false when `onlyIf` declined).
  */
 export async function deleteRecording(
   ctx: AppContext,
   id: string,
-  options: { cause?: "expired" } = {},
-): Promise<void> {
+  options: {
+    cause?: "expired";
+    /**
+     * Deletes only if this holds for the record as read, judged again on
+     * every read (sweeps: the recording is still idle, still finished).
+     */
+    onlyIf?: (rec: Recording) => boolean;
+  } = {},
+): Promise<boolean> {
   await getRecordingEntry(ctx, id);
-  await updateRecording(ctx, id, (rec) => {
+  const result = await updateRecording(ctx, id, (rec) => {
     if (!rec) throw unknownRecording(id);
+    if (options.onlyIf && !options.onlyIf(rec)) return null;
     return {
       next: null,
       cause: options.cause,
       extra: (atomic) => dropJob(atomic, id),
     };
   });
+  if (!result.changed) return false;
   await ctx.jobs?.cancel(id);
   let batch = ctx.kv.atomic();
   let n = 0;
@@ -242,6 +273,7 @@ export async function deleteRecording(
   }
   await batch.commit();
   await ctx.storage.removeRecording(id);
+  return true;
 }
 
 /** A page of recordings, newest first. */

@@ -3,7 +3,8 @@
  * takes the record as read (with its versionstamp), the record to write (or
  * null to delete it) and the caller's extra writes; it derives the index
  * changes from the old and new record, adds the change-log entry when other
- * instances share the KV, commits with the versionstamp check, and then
+ * instances share the KV and the webhook deliveries of a state change
+ * (lib/webhooks/events.ts), commits with the versionstamp check, and then
  * publishes the change to this process's live sockets and logs it. Retries
  * follow one policy ({@link RETRY}).
  */
@@ -19,8 +20,12 @@ import {
   partialUploadKey,
   type Recording,
   recordingByCreatedKey,
+  recordingByStatusKey,
+  recordingByWordKey,
   recordingKey,
 } from "../kv/keys.ts";
+import { indexTerms } from "../../common/title.ts";
+import { addWebhookDeliveries } from "../webhooks/events.ts";
 
 /** Change-log entries live this long (other instances read them within seconds). */
 const CHANGE_TTL_MS = 60 * 60 * 1000;
@@ -34,6 +39,14 @@ export const RETRY = {
 };
 
 let changeCounter = 0;
+
+/**
+ * Version of the indexes derived from `status` and `title` (the library's
+ * filter and search). Every record written carries it in `indexes`; a
+ * record without it was written before those indexes existed and has none
+ * (the start-up sweep writes it again, see lib/recordings/maintenance.ts).
+ */
+export const INDEX_VERSION = 1;
 
 /** Whether a record shows in the list of recordings (partial tus uploads do not). */
 function isListed(rec: Recording): boolean {
@@ -82,6 +95,8 @@ function addRecordWrites(
   if (partialBefore && !partialAfter) atomic.delete(partialUploadKey(id));
   if (partialAfter && !partialBefore) atomic.set(partialUploadKey(id), id);
 
+  addLibraryIndexWrites(atomic, prev, next);
+
   const doneBefore = finishedAt(prev);
   const doneAfter = finishedAt(next);
   if (doneBefore !== undefined && doneBefore !== doneAfter) {
@@ -99,6 +114,45 @@ function addRecordWrites(
     const entry = { id, at };
     atomic.set(changeKey(seq), entry, { expireIn: CHANGE_TTL_MS });
     atomic.set(changeHeadKey(), { ...entry, seq });
+  }
+}
+
+/**
+ * The library's indexes of a listed record: by status, and by the
+ * beginnings of its title's words, both ordered by creation time. Only
+ * what changed between `prev` and `next` is written.
+ */
+function addLibraryIndexWrites(
+  atomic: Deno.AtomicOperation,
+  prev: Recording | null,
+  next: Recording | null,
+): void {
+  const before = prev && isListed(prev) && prev.indexes === INDEX_VERSION
+    ? prev
+    : null;
+  const after = next && isListed(next) ? next : null;
+  const id = (next ?? prev)!.id;
+  const moved = !!before && !!after && before.createdAt !== after.createdAt;
+  if (
+    before &&
+    (!after || moved || before.status !== after.status)
+  ) atomic.delete(recordingByStatusKey(before.status, before.createdAt, id));
+  if (
+    after &&
+    (!before || moved || before.status !== after.status)
+  ) atomic.set(recordingByStatusKey(after.status, after.createdAt, id), id);
+  if (before?.title === after?.title && !moved && !!before === !!after) return;
+  const termsBefore = indexTerms(before?.title);
+  const termsAfter = indexTerms(after?.title);
+  for (const term of termsBefore) {
+    if (!termsAfter.has(term) || moved) {
+      atomic.delete(recordingByWordKey(term, before!.createdAt, id));
+    }
+  }
+  for (const term of termsAfter) {
+    if (!termsBefore.has(term) || moved) {
+      atomic.set(recordingByWordKey(term, after!.createdAt, id), id);
+    }
   }
 }
 
@@ -185,6 +239,9 @@ export async function commitTransition(
   transition: Transition,
 ): Promise<TransitionResult> {
   const prev = transition.prev;
+  // The caller's record carries the index mark too, so a record it keeps
+  // (lib/recordings/chunks.ts) stands for what KV holds.
+  if (transition.next) transition.next.indexes = INDEX_VERSION;
   const next = transition.next
     ? {
       ...transition.next,
@@ -201,6 +258,15 @@ export async function commitTransition(
   ];
   const mutate = (atomic: Deno.AtomicOperation) => {
     addRecordWrites(ctx, atomic, prev?.value ?? null, next);
+    // Webhook deliveries of the state change, in its own commit.
+    addWebhookDeliveries(
+      ctx,
+      atomic,
+      eventOf(prev?.value ?? null, next),
+      prev?.value ?? null,
+      next,
+      transition.cause,
+    );
     transition.extra?.(atomic);
   };
   let res: TransitionResult;

@@ -2,12 +2,17 @@
  * Local-disk storage under `<dataDir>/recordings/<id>/`: every chunk of a
  * recording is appended to one data file (one fdatasync per chunk), finished
  * files are renamed into place.
+ *
+ * Over 400 lines: the append path (one open data file per recording, the
+ * writer that holds it, cut back on a drop) and the reads that rely on that
+ * layout are one idea and read best together.
  */
 
 import { createHash } from "node:crypto";
 import { statfs } from "node:fs/promises";
 import { join } from "node:path";
 import {
+  BodyAbortedError,
   fromSystemError,
   NotFoundError,
   StorageFullError,
@@ -16,11 +21,17 @@ import { bodyStalled, PieceReader } from "./body_reader.ts";
 import { openLocalRange } from "./local_file.ts";
 import { openLocalRanges } from "./local_ranges.ts";
 import { DropBehind } from "./page_cache.ts";
+import { sameStreams } from "./same_bytes.ts";
+import { ScratchSpace } from "./scratch.ts";
 import {
   type ChunkRangeReader,
   type ChunkRef,
   chunkTooLarge,
+  type ChunkTrimmer,
   coalesceChunks,
+  type DeferredSync,
+  type LocalChunkPaths,
+  type PublishOptions,
   type Storage,
   type StoredChunk,
   type StoredFileInfo,
@@ -53,6 +64,13 @@ function recordingRemoved(videoId: string): NotFoundError {
   );
 }
 
+/** A missing file as the typed error; other errors as they are. */
+function missing(err: unknown, what: string): unknown {
+  return err instanceof Deno.errors.NotFound
+    ? new NotFoundError(`The stored ${what} is missing.`)
+    : err;
+}
+
 /** The file every chunk of a recording is appended to. */
 const DATA_FILE = "data";
 
@@ -65,9 +83,22 @@ interface OpenDataFile {
   usedAt: number;
 }
 
-/** Local-disk storage under `<dataDir>/recordings/<id>/`. */
-export class LocalStorage implements Storage, ChunkRangeReader {
+/**
+ * Local-disk storage under `<dataDir>/recordings/<id>/`, with every
+ * optional read and flush capability of lib/storage/storage.ts; its scratch
+ * space is `<dataDir>/work` (the same file system, so publishing a finished
+ * file is a rename).
+ */
+export class LocalStorage
+  implements
+    Storage,
+    ChunkRangeReader,
+    LocalChunkPaths,
+    ChunkTrimmer,
+    DeferredSync {
   readonly root: string;
+  /** Work folders, under the same root. */
+  readonly scratch: ScratchSpace;
   readonly minFreeBytes: number;
   /** Lets go of flushed chunk bytes past the ingest cache budget. */
   readonly dropBehind: DropBehind;
@@ -93,6 +124,7 @@ export class LocalStorage implements Storage, ChunkRangeReader {
     ingestCacheBytes = Number.MAX_SAFE_INTEGER,
   ) {
     this.root = dataDir;
+    this.scratch = new ScratchSpace(dataDir);
     this.minFreeBytes = minFreeBytes;
     this.dropBehind = new DropBehind(ingestCacheBytes);
   }
@@ -107,10 +139,6 @@ export class LocalStorage implements Storage, ChunkRangeReader {
 
   #filesDir(videoId: string): string {
     return join(this.#recordingDir(videoId), "files");
-  }
-
-  #workDir(videoId: string): string {
-    return join(this.root, "work", videoId);
   }
 
   async #checkFreeSpace(incoming: number): Promise<void> {
@@ -223,6 +251,9 @@ export class LocalStorage implements Storage, ChunkRangeReader {
           reader.release();
         }
       }
+      if (options.length !== undefined && size !== options.length) {
+        throw new BodyAbortedError();
+      }
       if (append) {
         await handle.syncData();
         this.#returnDataFile(videoId, handle);
@@ -307,31 +338,10 @@ export class LocalStorage implements Storage, ChunkRangeReader {
 
   async sameBytes(videoId: string, a: ChunkRef, b: ChunkRef): Promise<boolean> {
     if (a.size !== b.size) return false;
-    const ra = (await this.openChunk(videoId, a)).getReader();
-    const rb = (await this.openChunk(videoId, b)).getReader();
-    let x: Uint8Array = new Uint8Array(0);
-    let y: Uint8Array = new Uint8Array(0);
-    try {
-      while (true) {
-        if (x.length === 0) {
-          const r = await ra.read();
-          if (r.done) return y.length === 0 && (await rb.read()).done;
-          x = r.value;
-        }
-        if (y.length === 0) {
-          const r = await rb.read();
-          if (r.done) return false;
-          y = r.value;
-        }
-        const n = Math.min(x.length, y.length);
-        for (let i = 0; i < n; i++) if (x[i] !== y[i]) return false;
-        x = x.subarray(n);
-        y = y.subarray(n);
-      }
-    } finally {
-      await ra.cancel().catch(() => {});
-      await rb.cancel().catch(() => {});
-    }
+    return await sameStreams(
+      await this.openChunk(videoId, a),
+      await this.openChunk(videoId, b),
+    );
   }
 
   openChunk(
@@ -343,7 +353,9 @@ export class LocalStorage implements Storage, ChunkRangeReader {
       join(this.#chunkDir(videoId), chunk.file),
       start,
       start + chunk.size - 1,
-    );
+    ).catch((err) => {
+      throw missing(err, `chunk ${chunk.file} of recording ${videoId}`);
+    });
   }
 
   /**
@@ -395,45 +407,19 @@ export class LocalStorage implements Storage, ChunkRangeReader {
     }
   }
 
-  async assemble(
-    videoId: string,
-    chunks: ChunkRef[],
-    destPath: string,
-  ): Promise<number> {
-    const out = await Deno.open(destPath, {
-      write: true,
-      create: true,
-      truncate: true,
-    });
-    let total = 0;
-    try {
-      for await (const piece of await this.openChunks(videoId, chunks)) {
-        await writeAll(out, piece);
-        total += piece.length;
-      }
-    } finally {
-      out.close();
-    }
-    return total;
+  makeWorkDir(videoId: string): Promise<string> {
+    return this.scratch.makeWorkDir(videoId);
   }
 
-  async makeWorkDir(videoId: string): Promise<string> {
-    // A fresh folder per run, so an ffmpeg left over from a crashed run can
-    // never write into the files of the next one.
-    const dir = `${this.#workDir(videoId)}.${crypto.randomUUID().slice(0, 8)}`;
-    await Deno.mkdir(dir, { recursive: true });
-    return dir;
-  }
-
-  async removeWorkDir(path: string): Promise<void> {
-    await Deno.remove(path, { recursive: true }).catch(() => {});
+  removeWorkDir(path: string): Promise<void> {
+    return this.scratch.removeWorkDir(path);
   }
 
   async publishFile(
     videoId: string,
     name: string,
     localPath: string,
-    options: { sync?: boolean } = {},
+    options: PublishOptions = {},
   ): Promise<StoredFileInfo> {
     const sync = options.sync ?? true;
     const dir = this.#filesDir(videoId);
@@ -513,7 +499,10 @@ export class LocalStorage implements Storage, ChunkRangeReader {
     start: number,
     end: number,
   ): Promise<ReadableStream<Uint8Array>> {
-    return openLocalRange(join(this.#filesDir(videoId), name), start, end);
+    return openLocalRange(join(this.#filesDir(videoId), name), start, end)
+      .catch((err) => {
+        throw missing(err, `file ${name} of recording ${videoId}`);
+      });
   }
 
   async listRecordingIds(): Promise<string[]> {
@@ -528,10 +517,8 @@ export class LocalStorage implements Storage, ChunkRangeReader {
     return ids;
   }
 
-  async removeAllWorkDirs(): Promise<void> {
-    await Deno.remove(join(this.root, "work"), { recursive: true }).catch(
-      () => {},
-    );
+  removeAllWorkDirs(): Promise<void> {
+    return this.scratch.removeAll();
   }
 
   async removeRecording(videoId: string): Promise<void> {

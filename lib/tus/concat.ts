@@ -6,7 +6,9 @@
  * `parallelUploads` sends. The final recording is built hidden (as a
  * partial) and shown and completed in one commit, so a crash half way
  * leaves nothing but uploads that expire; the partials are removed once it
- * is complete.
+ * is complete. An object store copies the parts' chunks inside the bucket
+ * (CopyObject: chunks are usually below the 5 MiB an UploadPartCopy part
+ * needs), so no byte passes through this process.
  */
 
 import type { AppContext } from "../core/context.ts";
@@ -27,6 +29,7 @@ import {
   deleteRecording,
 } from "../recordings/sessions.ts";
 import { updateRecording } from "../recordings/transitions.ts";
+import { canCopyChunks, type StoredChunk } from "../storage/storage.ts";
 
 /**
  * The partial uploads a final upload names, checked: each exists, is a
@@ -74,6 +77,32 @@ async function assertMediaStart(ctx: AppContext, first: Recording) {
   }
 }
 
+/** Chunk copies under way ahead of the one being committed. */
+const COPIES_AHEAD = 4;
+
+/**
+ * A chunk of a partial upload stored again for the final upload `to`:
+ * copied inside the storage where it can ({@link canCopyChunks}), else
+ * read and written.
+ */
+async function copyChunk(
+  ctx: AppContext,
+  source: { from: string; chunk: ChunkEntry },
+  to: string,
+): Promise<StoredChunk> {
+  const { from, chunk } = source;
+  if (canCopyChunks(ctx.storage)) {
+    const head = chunk.head ? fromBase64(chunk.head) : new Uint8Array(0);
+    return await ctx.storage.copyChunk(from, chunk, to, head);
+  }
+  return await ctx.storage.writeChunk(
+    to,
+    await ctx.storage.openChunk(from, chunk),
+    ctx.config.maxChunkBytes,
+    { length: chunk.size },
+  );
+}
+
 /**
  * Makes one recording of finished partial uploads (already checked by
  * {@link finishedPartials}, and authorized by the caller), in order, and
@@ -99,16 +128,32 @@ export async function concatenateUploads(
     mimeType: fields.metadata?.filetype?.slice(0, 100) ?? parts[0].mimeType,
   });
   const id = created.recording.id;
-  let index = 0;
+  const sources: { from: string; chunk: ChunkEntry }[] = [];
   for (const part of parts) {
     for (const chunk of await listChunks(ctx, part.id)) {
-      const stored = await ctx.storage.writeChunk(
-        id,
-        await ctx.storage.openChunk(part.id, chunk),
-        ctx.config.maxChunkBytes,
-      );
-      await commitChunk(ctx, id, stored, { index: index++ });
+      sources.push({ from: part.id, chunk });
     }
+  }
+  // Copies inside the store run a few ahead of the commits, which go in
+  // order; chunks written through this process go one at a time (a local
+  // store appends them to one file).
+  const ahead = canCopyChunks(ctx.storage) ? COPIES_AHEAD : 1;
+  const copies: Promise<StoredChunk>[] = [];
+  let index = 0;
+  try {
+    for (; index < sources.length; index++) {
+      while (copies.length < Math.min(index + ahead, sources.length)) {
+        const copy = copyChunk(ctx, sources[copies.length], id);
+        copy.catch(() => {});
+        copies.push(copy);
+      }
+      await commitChunk(ctx, id, await copies[index], { index });
+    }
+  } catch (err) {
+    for (const copy of copies.slice(index + 1)) {
+      copy.then((c) => c.settle(false)).catch(() => {});
+    }
+    throw err;
   }
   const now = Date.now();
   const shown = await updateRecording(ctx, id, (rec) => {

@@ -63,7 +63,11 @@ async function appendPatch(
       id,
       req.body,
       ctx.config.maxChunkBytes,
-      { digest: checksum?.algorithm, idleMs: ctx.config.bodyIdleTimeoutMs },
+      {
+        digest: checksum?.algorithm,
+        idleMs: ctx.config.bodyIdleTimeoutMs,
+        length: contentLength(req),
+      },
     );
     if (stored.size === 0) {
       await stored.settle(false);
@@ -83,6 +87,13 @@ async function appendPatch(
     return (await completeRecording(ctx, id)).recording;
   }
   return rec;
+}
+
+/** The body's Content-Length, when the request gives a valid one. */
+function contentLength(req: Request): number | undefined {
+  const raw = req.headers.get("content-length");
+  const n = raw === null ? NaN : Number(raw);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 function bodyPresent(req: Request): boolean {
