@@ -73,6 +73,7 @@ export function toRecordingView(rec: Recording): RecordingView {
     expired: rec.expired,
     deleted: rec.deleted,
     title: rec.title,
+    live: rec.live,
   };
 }
 

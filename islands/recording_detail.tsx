@@ -1,5 +1,10 @@
 import { useMemo } from "preact/hooks";
 import { LiveRecording } from "../client/live_recording.ts";
+import {
+  hasFinishedVideo,
+  LivePlayback,
+  wantsLive,
+} from "../client/live_playback.ts";
 import { RecordingActionController } from "../client/recording_actions.ts";
 import { RecordingEditor } from "../client/recording_editor.ts";
 import { UploadPictureFeed } from "../client/upload_picture_feed.ts";
@@ -10,6 +15,7 @@ import type { UploadPicture } from "../common/upload_picture.ts";
 import { Counters } from "../components/recording/counters.tsx";
 import { DeleteConfirm } from "../components/recording/delete_confirm.tsx";
 import { FileList } from "../components/recording/file_list.tsx";
+import { LivePlayer } from "../components/recording/live_player.tsx";
 import { MediaFactsTable } from "../components/recording/media_facts_table.tsx";
 import { Player } from "../components/recording/player.tsx";
 import { SharePanel } from "../components/recording/share_panel.tsx";
@@ -39,7 +45,9 @@ export interface RecordingDetailProps {
  * One recording: its title (renamed in place), live counters
  * (client/live_recording.ts), progress, the player and its files, the
  * picture of its upload (kept current while recording,
- * client/upload_picture_feed.ts), share and embed, and delete after a
+ * client/upload_picture_feed.ts), the recording played live while it is
+ * recorded (client/live_playback.ts) turning into the finished player
+ * without a reload, share and embed, and delete after a
  * confirmation (client/recording_editor.ts). A recording still `recording`
  * can be finished with what was received, a failed one queued again.
  */
@@ -48,6 +56,14 @@ export default function RecordingDetail(props: RecordingDetailProps) {
   const editor = useOpened(() => new RecordingEditor(props.recording.id));
   const feed = useOpened(() =>
     new UploadPictureFeed(props.upload, live.recording)
+  );
+  const playback = useOpened(() =>
+    new LivePlayback(
+      live.recording,
+      typeof location === "undefined"
+        ? null
+        : new URL(location.href).searchParams.get("token"),
+    )
   );
   const actions = useMemo(() => new RecordingActionController(), []);
   const webhooks = useOpened(() =>
@@ -128,6 +144,18 @@ export default function RecordingDetail(props: RecordingDetailProps) {
           />
         </div>
       )}
+      {wantsLive(r) && (
+        <LivePlayer
+          mode={playback.mode.value}
+          behindS={playback.behindS.value}
+          note={playback.note.value}
+          videoRef={playback.attachLive}
+          onGoLive={() => playback.goLive()}
+        />
+      )}
+      {hasFinishedVideo(r) && !r.deleted && (
+        <Player recording={r} videoRef={playback.attachFinished} />
+      )}
       {r.status === "processing" && (
         <section class="processing" id="processing">
           <h2>Processing</h2>
@@ -140,19 +168,16 @@ export default function RecordingDetail(props: RecordingDetailProps) {
         </p>
       )}
       {r.status === "complete" && !r.deleted && (
-        <>
-          <Player recording={r} />
-          <div class="columns">
-            <section>
-              <h2>Files</h2>
-              <FileList recording={r} />
-            </section>
-            <section>
-              <h2>Media</h2>
-              <MediaFactsTable recording={r} />
-            </section>
-          </div>
-        </>
+        <div class="columns">
+          <section>
+            <h2>Files</h2>
+            <FileList recording={r} />
+          </section>
+          <section>
+            <h2>Media</h2>
+            <MediaFactsTable recording={r} />
+          </section>
+        </div>
       )}
       {!r.deleted && (
         <section class="upload-section" aria-labelledby="upload-title">

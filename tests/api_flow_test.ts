@@ -211,7 +211,10 @@ Deno.test({
       const sourceProbe = await probeFile(`${tmp}/src.webm`);
       const id = await createSession(server.url);
       await uploadMixed(server.url, id, splitBytes(source, [40_000]));
-      await fetch(`${server.url}/complete_job/${id}/`, { method: "POST" });
+      const done = await fetch(`${server.url}/complete_job/${id}/`, {
+        method: "POST",
+      });
+      await done.body?.cancel();
       const final = await waitForStatus(server.url, id);
       assert.equal(final.status, "complete", JSON.stringify(final));
       const files = await (await fetch(`${server.url}/video/${id}/`)).json();
@@ -224,6 +227,7 @@ Deno.test({
         method: "HEAD",
       });
       assert.equal(mkvRes.headers.get("content-type"), "video/x-matroska");
+      await mkvRes.body?.cancel();
     } finally {
       await server.close();
       await Deno.remove(tmp, { recursive: true });
@@ -254,7 +258,10 @@ Deno.test({
         assert.equal(res.status, 200);
         await res.body?.cancel();
       }
-      await fetch(`${server.url}/complete_job/${id}/`, { method: "POST" });
+      const done = await fetch(`${server.url}/complete_job/${id}/`, {
+        method: "POST",
+      });
+      await done.body?.cancel();
       const final = await waitForStatus(server.url, id);
       assert.equal(final.status, "complete", JSON.stringify(final));
       await fetchToFile(

@@ -144,7 +144,7 @@ Deno.test("pages: the dashboard of an empty service says so and links to the rec
 
 Deno.test({
   name:
-    "pages: a recording's page shows counters while recording and, once complete, a player, files and media facts",
+    "pages: a recording's page shows counters and the live player while recording and, once complete, a player, files and media facts",
   ignore: ffmpegMissing,
   async fn() {
     const server = await startTestServer();
@@ -165,7 +165,11 @@ Deno.test({
       );
       assert.match(recording.html, /<dd data-field="chunks">1<\/dd>/);
       assert.match(recording.html, /id="recording-notice"/);
-      assert.doesNotMatch(recording.html, /<video/);
+      // While recording, the live player (issue 15), not the finished one.
+      assert.match(recording.html, /<section class="live-view" id="live-view"/);
+      assert.match(recording.html, /<video [^>]*id="live-player"/);
+      assert.doesNotMatch(recording.html, /<source src="\/media\//);
+      assert.doesNotMatch(recording.html, /download="/);
 
       const id = await completedRecording(server);
       const done = await getPage(`${server.url}/videos/${id}/`);

@@ -17,6 +17,26 @@ import {
 
 const ffmpegMissing = await missingTool("ffmpeg");
 
+/**
+ * The cut-connection test needs the HTTP client of tus-js-client (Deno's
+ * node:http) to keep its connection alive and to report a request cut on
+ * the wire as an error of that request. Deno 2.5.6 does neither: it opens a
+ * connection per request (so none carries the bytes the proxy cuts at),
+ * and a cut request body ends in an uncaught "Failed to fetch: request body
+ * stream errored". 2.9.6 does both; versions between were not tried. The
+ * server side of tus is tested on 2.5.6 by the other tests here.
+ */
+const clientTooOld = (() => {
+  const [major, minor] = Deno.version.deno.split(".").map(Number);
+  const old = major === 2 && minor < 9;
+  if (old) {
+    console.warn(
+      `IGNORED on Deno ${Deno.version.deno}: the tus cut-connection test (its node:http client cannot take a cut; see tests/tus_test.ts)`,
+    );
+  }
+  return old;
+})();
+
 const TUS = { "tus-resumable": "1.0.0" };
 const OCTETS = { ...TUS, "content-type": "application/offset+octet-stream" };
 
@@ -170,7 +190,7 @@ function startCuttingProxy(target: URL, cutAfter: number, outageMs = 600) {
 Deno.test({
   name:
     "tus: tus-js-client uploads with deferred length, survives a cut connection, resumes from the server's offset, byte-exact",
-  ignore: ffmpegMissing,
+  ignore: ffmpegMissing || clientTooOld,
   async fn() {
     const server = await startTestServer();
     const tmp = await Deno.makeTempDir({ prefix: "tapedeck-tus-" });

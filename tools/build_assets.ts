@@ -21,7 +21,7 @@ import {
 /** The project folder. */
 const ROOT = fromFileUrl(new URL("../", import.meta.url));
 /** Changes whenever the build itself changes. */
-export const BUILDER_VERSION = "1";
+export const BUILDER_VERSION = "2";
 const STALE_BUILD_MS = 24 * 60 * 60 * 1000;
 /** What a build produced: the URLs pages link to. */
 export interface AssetManifest {
@@ -34,6 +34,11 @@ export interface AssetManifest {
   style: string;
   /** Island names in the bundle. */
   islands: string[];
+  /**
+   * File names (in `static/build/`) of the parts the script loads only
+   * when a page needs them (`import()`: hls.js), named by their content.
+   */
+  chunks?: string[];
   builtAt: number;
 }
 
@@ -99,9 +104,9 @@ async function readManifest(buildDir: string): Promise<AssetManifest | null> {
     ) as AssetManifest;
     const files = [manifest.script, manifest.style].filter((u): u is string =>
       !!u
-    );
-    for (const url of files) {
-      await Deno.stat(join(buildDir, basename(url)));
+    ).map((url) => basename(url));
+    for (const name of [...files, ...manifest.chunks ?? []]) {
+      await Deno.stat(join(buildDir, name));
     }
     return manifest;
   } catch {
@@ -146,18 +151,33 @@ export async function buildAssets(
     const existing = await readManifest(buildDir);
     if (!options.force && existing?.inputHash === inputHash) return existing;
 
-    const out = join(work, "out.js");
+    // Split: what a page loads with import() (hls.js) is a file of its
+    // own, fetched only by the page that needs it.
+    const outDir = join(work, "out");
     await runDeno([
       "bundle",
       "--config",
       join(root, "deno.json"),
       "--platform=browser",
       "--minify",
-      "-o",
-      out,
+      "--code-splitting",
+      "--outdir",
+      outDir,
       entry,
     ], root);
-    const js = await Deno.readFile(out);
+    const js = await Deno.readFile(join(outDir, "entry.js"));
+    const chunks: string[] = [];
+    for await (const file of Deno.readDir(outDir)) {
+      if (!file.isFile || file.name === "entry.js") continue;
+      if (!file.name.endsWith(".js")) continue;
+      // esbuild names these by their content already.
+      chunks.push(file.name);
+      await writeAtomically(
+        join(buildDir, file.name),
+        await Deno.readFile(join(outDir, file.name)),
+      );
+    }
+    chunks.sort();
     const scriptName = `${(await sha256Hex(js)).slice(0, 20)}.js`;
     const styleName = `${(await sha256Hex(css)).slice(0, 20)}.css`;
     await writeAtomically(join(buildDir, scriptName), js);
@@ -168,6 +188,7 @@ export async function buildAssets(
       script: `/static/build/${scriptName}`,
       style: `/static/build/${styleName}`,
       islands,
+      chunks,
       builtAt: Date.now(),
     };
     await writeAtomically(
@@ -176,7 +197,7 @@ export async function buildAssets(
     );
     await pruneOldBuilds(
       buildDir,
-      new Set([scriptName, styleName, basename(work)]),
+      new Set([scriptName, styleName, ...chunks, basename(work)]),
     );
     return manifest;
   } finally {

@@ -1,3 +1,4 @@
+// Over 400 lines: every setting in one place by design (house style: config in one module), each with its doc comment.
 /**
  * Every setting of the service, read from environment variables in one place.
  * The README's configuration table lists the same names and defaults.
@@ -72,6 +73,20 @@ export interface Config {
   maxEncodePixels: number;
   /** `nice` level of ffmpeg runs (0 to 19), so ingest keeps the CPU. */
   ffmpegNice: number;
+  // Live encodes (issue 15: lib/live_encode/).
+  /**
+   * Recordings one worker encodes to H.264 while they are being recorded
+   * (those whose MP4 needs a re-encode); 0 turns live encodes off.
+   */
+  liveEncodeSlots: number;
+  /**
+   * A live encode whose encoded media time lags the media time received by
+   * more than this many seconds is "behind": it is stopped and the job
+   * encodes the recording as without one.
+   */
+  liveEncodeMaxLagS: number;
+  /** A finished recording's live files (HLS) are removed this many seconds after it finished. */
+  liveFilesKeepS: number;
   /** A request body that sends nothing for this long is abandoned (408). */
   bodyIdleTimeoutMs: number;
   /** Most recordings in status `recording` at once (503 at create above). */
@@ -278,6 +293,17 @@ export function isRemoteKv(kvPath: string): boolean {
  */
 export const SMALL_CHUNKS_ALLOWED = 64;
 
+/**
+ * LIVE_ENCODE_SLOTS by default: one live encode per two cores (1 on 2
+ * cores, 0 on one), so the encodes, at the lowest CPU priority, leave
+ * ingest a core.
+ */
+export function defaultLiveSlots(
+  cores: number = navigator.hardwareConcurrency ?? 1,
+): number {
+  return Math.floor(Math.max(1, cores) / 2);
+}
+
 /** Builds the config from an environment (by default the process's own). */
 export function loadConfig(env: Env = Deno.env.toObject()): Config {
   const dataDir = env.DATA_DIR || "./data";
@@ -320,6 +346,10 @@ export function loadConfig(env: Env = Deno.env.toObject()): Config {
     ),
     maxEncodePixels: readInt(env, "MAX_ENCODE_PIXELS", 1e12, 1),
     ffmpegNice: Math.min(19, readInt(env, "FFMPEG_NICE", 19)),
+    // Live encodes (issue 15).
+    liveEncodeSlots: readInt(env, "LIVE_ENCODE_SLOTS", defaultLiveSlots()),
+    liveEncodeMaxLagS: readInt(env, "LIVE_ENCODE_MAX_LAG_S", 30, 1),
+    liveFilesKeepS: readInt(env, "LIVE_FILES_KEEP_S", 300),
     bodyIdleTimeoutMs: readInt(env, "BODY_IDLE_TIMEOUT_MS", 30_000, 100),
     maxOpenRecordings: readInt(env, "MAX_OPEN_RECORDINGS", 1000, 1),
     createRatePerMinute: readInt(env, "CREATE_RATE_PER_MINUTE", 60),

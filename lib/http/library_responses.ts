@@ -6,11 +6,12 @@
 import type { Recording } from "../kv/keys.ts";
 import { mediaUrl, videoType } from "../../common/recording_view.ts";
 import { endpointUrls } from "./responses.ts";
+import { listedFiles } from "../recordings/listing.ts";
 
 /** One recording as the library API shows it. */
 export function recordingBody(rec: Recording): Record<string, unknown> {
-  const ready = rec.status === "complete";
-  const files = ready ? rec.files : [];
+  // The files made so far while processing (lib/recordings/listing.ts).
+  const { files, poster } = listedFiles(rec);
   const sizes = rec.media?.sizes ?? {};
   const body: Record<string, unknown> = {
     id: rec.id,
@@ -21,7 +22,7 @@ export function recordingBody(rec: Recording): Record<string, unknown> {
     bytes_received: rec.bytesReceived,
     chunks_received: rec.chunksReceived,
     duration_s: rec.durationS ?? null,
-    poster: ready && rec.poster ? mediaUrl(rec.id, rec.poster) : null,
+    poster: poster ? mediaUrl(rec.id, poster) : null,
     files: files.map((name) => ({
       name,
       url: mediaUrl(rec.id, name),

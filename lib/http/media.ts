@@ -7,17 +7,20 @@ import type { AppContext } from "../core/context.ts";
 import { NotFoundError } from "../core/errors.ts";
 import { contentTypeFor, fileResponse } from "./http_file.ts";
 import type { Recording } from "../kv/keys.ts";
-import { openSource } from "../recordings/source.ts";
+import { readSourceFile } from "../recordings/source.ts";
 import { getRecording } from "../recordings/ids.ts";
+import { listsFile } from "../recordings/listing.ts";
 import { authorizeView } from "./access.ts";
 import { canLinkFiles } from "../storage/storage.ts";
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
 
-/** Whether `name` is a finished file (video or poster) of this recording. */
+/**
+ * Whether `name` is a finished file (video or poster) this recording lists
+ * now: all of them once complete, the ones made early while processing.
+ */
 function isFinishedFile(rec: Recording, name: string): boolean {
-  return rec.status === "complete" &&
-    (rec.files.includes(name) || rec.poster === name);
+  return listsFile(rec, name);
 }
 
 function missingFile(id: string, name: string): NotFoundError {
@@ -73,7 +76,11 @@ export async function serveFinishedFile(
 
 /**
  * Answers GET or HEAD for `/media/<id>/source`: the recording exactly as
- * uploaded (the held chunks in order), for checks and archiving.
+ * uploaded (the held chunks in order), for checks, archiving and live
+ * viewers, with byte ranges over what is held now (200, 206, 304 or 416).
+ * `X-Settled-Length` says how many bytes from the start can no longer
+ * change (lib/recordings/source.ts): a live viewer asks for
+ * `Range: bytes=<what it has>-` and appends up to there.
  */
 export async function serveSource(
   ctx: AppContext,
@@ -81,22 +88,28 @@ export async function serveSource(
   id: string,
 ): Promise<Response> {
   await authorizeView(ctx, id, req);
-  const { recording, body: source } = await openSource(ctx, id);
-  // The first bytes are read before answering, so a store that is down is
-  // a clean 503 rather than a 200 whose body breaks off.
-  const body = req.method === "HEAD" ? source : await primed(source);
-  const headers = {
-    "Content-Type": recording.mimeType?.split(";")[0] ??
-      "application/octet-stream",
-    "Content-Length": String(recording.bytesReceived),
-    "Cache-Control": "no-store",
-    "Content-Disposition": `attachment; filename="${id}.source"`,
-  };
-  if (req.method === "HEAD") {
-    await body.cancel();
-    return new Response(null, { headers });
-  }
-  return new Response(body, { headers });
+  const source = await readSourceFile(ctx, id);
+  return await fileResponse(
+    req,
+    {
+      size: source.size,
+      // The held chunks only grow, so their count and length name them;
+      // no Last-Modified: a second's resolution would hide a chunk.
+      etag: `"src-${source.chunks}-${source.size}"`,
+      mtime: new Date(NaN),
+    },
+    source.recording.mimeType?.split(";")[0] ?? "application/octet-stream",
+    // The first bytes are read before answering, so a store that is down
+    // is a clean 503 rather than a 206 whose body breaks off.
+    (start, end) => primed(source.open(start, end)),
+    {
+      cacheControl: "no-store",
+      headers: {
+        "Content-Disposition": `attachment; filename="${id}.source"`,
+        "X-Settled-Length": String(source.settled),
+      },
+    },
+  );
 }
 
 /** `stream` with its first piece read already (errors of opening it thrown). */

@@ -5,7 +5,9 @@
  * found full, or else a 500 that is logged with its stack.
  */
 
-import { statfs } from "node:fs/promises";
+// `fs.promises`, not "node:fs/promises": Deno 2.5 (Deno Deploy) lacks
+// that module's named `statfs` export, so the import would fail at load.
+import { promises as fsp } from "node:fs";
 import { dirname } from "node:path";
 import type { Context } from "hono";
 import { isRemoteKv } from "../core/config.ts";
@@ -53,7 +55,7 @@ async function diskNearlyFull(ctx: AppContext): Promise<boolean> {
   }
   for (const path of paths) {
     try {
-      const s = await statfs(path);
+      const s = await fsp.statfs(path);
       if (Number(s.bavail) * Number(s.bsize) < NEARLY_FULL_BYTES) return true;
     } catch {
       // not a local path

@@ -3,6 +3,7 @@
  */
 
 import type { Recording } from "../kv/keys.ts";
+import { listedFiles } from "../recordings/listing.ts";
 
 /** The status object of a recording (docs/api.md), with our extensions. */
 export function statusBody(rec: Recording): Record<string, unknown> {
@@ -18,17 +19,25 @@ export function statusBody(rec: Recording): Record<string, unknown> {
   if (rec.stage && rec.status === "processing") body.stage = rec.stage;
   if (rec.durationS !== undefined) body.duration_s = rec.durationS;
   if (rec.status === "failed" && rec.error) body.error = rec.error;
+  // Which finished files can be fetched already (the WebM before a
+  // re-encoded MP4); `complete` still means all of them.
+  if (rec.status === "processing" || rec.status === "complete") {
+    body.ready_files = listedFiles(rec).files;
+  }
   return body;
 }
 
-/** The finished-files object of docs/api.md, with download URLs. */
+/**
+ * The finished-files object of docs/api.md, with download URLs: every
+ * file once `complete`, and while `processing` those made already
+ * (lib/recordings/listing.ts), each listed once and never changed after.
+ */
 export function finishedFilesBody(rec: Recording): Record<string, unknown> {
-  const ready = rec.status === "complete";
-  const files = ready ? rec.files : [];
+  const { files, poster } = listedFiles(rec);
   return {
     completed_videos: files,
     urls: files.map((name) => `/media/${rec.id}/${name}`),
-    poster: ready && rec.poster ? `/media/${rec.id}/${rec.poster}` : null,
+    poster: poster ? `/media/${rec.id}/${poster}` : null,
   };
 }
 

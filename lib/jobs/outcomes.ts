@@ -99,6 +99,10 @@ export async function commitSuccess(
       entry.value.bytesReceived !== output.input.bytes ||
       entry.value.chunksReceived !== output.input.chunks
     ) return "changed";
+    // Files listed early stay listed, as they are.
+    if (entry.value.files.some((name) => !output.files.includes(name))) {
+      return "changed";
+    }
     const now = Date.now();
     const mark: UnflushedOutputs = { bootId: boot, at: now };
     const res = await commitTransition(ctx, {
@@ -138,6 +142,48 @@ export async function commitSuccess(
       }
       return "done";
     }
+    const jobNow = await ctx.kv.get<Job>(jobKey(id));
+    if (jobNow.versionstamp !== jobStamp) return "lost";
+    await retryPause(attempt, `Recording ${id}`);
+  }
+}
+
+/**
+ * Lists the files a run made before the others (a re-encode's WebM and
+ * poster, already durable) on a recording still `processing`, if the job
+ * is still this run's (`jobStamp`) and the recording holds exactly the
+ * chunks they were made of (`changed` otherwise; `lost` when the job or
+ * the recording went elsewhere). The caller made sure no chunk can join
+ * the recording any more (lib/recordings/closing.ts), so they never change.
+ */
+export async function commitEarlyFiles(
+  ctx: AppContext,
+  id: string,
+  jobStamp: string,
+  early: MadeFiles,
+): Promise<"done" | "changed" | "lost"> {
+  for (let attempt = 0;; attempt++) {
+    const entry = await ctx.kv.get<Recording>(recordingKey(id));
+    const rec = entry.value;
+    if (!rec || rec.status !== "processing") return "lost";
+    if (
+      rec.bytesReceived !== early.input.bytes ||
+      rec.chunksReceived !== early.input.chunks
+    ) return "changed";
+    const now = Date.now();
+    const res = await commitTransition(ctx, {
+      prev: entry as Deno.KvEntry<Recording>,
+      next: {
+        ...rec,
+        files: early.files,
+        poster: early.poster,
+        media: early.media,
+        durationS: early.durationS,
+        updatedAt: now,
+      },
+      checks: [{ key: jobKey(id), versionstamp: jobStamp }],
+    });
+    if (res.ok) return "done";
     const jobNow = await ctx.kv.get<Job>(jobKey(id));
     if (jobNow.versionstamp !== jobStamp) return "lost";
     await retryPause(attempt, `Recording ${id}`);

@@ -1,8 +1,13 @@
+// Over 400 lines: the worker's claim loop, lease handling and outcomes share one job's private state (running set, controllers, timer); leases and outcomes are split out already.
 /**
  * The processing worker. The job record in KV is the truth; a `watch` on
  * ["job_wakeup"], a timer for the next due job and a cron sweep only wake the
  * worker up. A claimed job carries a lease that the worker renews while it
- * runs; a job whose lease ran out (a crashed worker) is claimed again.
+ * runs; a job whose lease ran out (a crashed worker) is claimed again. A
+ * run may hand over files it made first (a re-encode's WebM and poster):
+ * they are listed as soon as the recording is settled, and the run is made
+ * again if a chunk came first. The worker also runs the live encodes of
+ * recordings still being recorded (lib/live_encode/encoder.ts).
  */
 
 import type { AppContext } from "../core/context.ts";
@@ -24,7 +29,9 @@ import {
   processRecording,
 } from "../processing/pipeline.ts";
 import { endState } from "../recordings/closing.ts";
+import { LiveEncoder } from "../live_encode/encoder.ts";
 import {
+  commitEarlyFiles,
   commitEmptyStop,
   commitFailure,
   commitSuccess,
@@ -43,8 +50,21 @@ export type JobRunner = (
   options: {
     signal: AbortSignal;
     onProgress: (fraction: number, stage: string) => void;
+    /**
+     * Lists files the run made before the others once the recording is
+     * settled (resolves then); rejects, and stops the run to make it
+     * again, when a chunk came first.
+     */
+    listEarly?: (early: MadeFiles) => Promise<void>;
   },
 ) => Promise<ProcessingOutput>;
+
+/** One attempt of a run: stopped by its lease, or to be made again. */
+interface Attempt {
+  control: AbortController;
+  /** A chunk came before the early files could be listed. */
+  changed: boolean;
+}
 
 const MAX_TIMER_MS = 60_000;
 /** A pass over the jobs running longer than this means the worker is stuck. */
@@ -76,11 +96,13 @@ export class JobWorker {
   #endPause?: () => void;
   #tickFailures = 0;
   #tickStartedAt = 0;
+  #live: LiveEncoder;
 
   constructor(ctx: AppContext, tools: FfmpegTools, run?: JobRunner) {
     this.#ctx = ctx;
     this.#run = run ??
       ((c, id, o) => processRecording(c, tools, id, o));
+    this.#live = new LiveEncoder(ctx, tools, this.id);
   }
 
   /**
@@ -92,6 +114,7 @@ export class JobWorker {
     if (!this.#ctx.config.sharedKv) await this.#reclaimOrphans();
     this.#watching = this.#followWakeups();
     this.wake();
+    await this.#live.start();
   }
 
   /**
@@ -135,6 +158,7 @@ export class JobWorker {
     this.#endPause?.();
     await this.#watch?.cancel().catch(() => {});
     for (const c of this.#controllers.values()) c.abort();
+    await this.#live.stop();
     await this.#ticking;
     await this.#watching;
     await Promise.allSettled([...this.#running.values()]);
@@ -180,12 +204,20 @@ export class JobWorker {
    */
   async cancel(id: string): Promise<void> {
     this.#controllers.get(id)?.abort();
-    await this.#running.get(id)?.catch(() => {});
+    await Promise.all([
+      this.#running.get(id)?.catch(() => {}),
+      this.#live.cancel(id),
+    ]);
   }
 
   /** How many jobs this worker is running. */
   get busy(): number {
     return this.#running.size;
+  }
+
+  /** How many live encodes this worker is running. */
+  get liveEncodes(): number {
+    return this.#live.busy;
   }
 
   /** Whether the worker runs and is not stuck in a pass over the jobs (for /readyz). */
@@ -228,10 +260,8 @@ export class JobWorker {
         nextDue = Math.min(nextDue, dueAt);
         continue;
       }
-      if (this.#running.size >= this.#ctx.config.jobConcurrency) {
-        nextDue = now;
-        break;
-      }
+      // Every slot is taken: the run that ends first wakes the worker.
+      if (this.#running.size >= this.#ctx.config.jobConcurrency) break;
       if (job.attempts >= job.maxAttempts) {
         await commitFailure(
           this.#ctx,
@@ -323,10 +353,29 @@ export class JobWorker {
               ? "retrying"
               : "starting",
           );
-          made = await this.#run(ctx, id, {
-            signal,
-            onProgress: (fraction, stage) => progress.report(fraction, stage),
-          });
+          const attempt: Attempt = {
+            control: new AbortController(),
+            changed: false,
+          };
+          const stop = () => attempt.control.abort();
+          signal.addEventListener("abort", stop);
+          if (signal.aborted) stop();
+          try {
+            made = await this.#run(ctx, id, {
+              signal: attempt.control.signal,
+              onProgress: (fraction, stage) => progress.report(fraction, stage),
+              listEarly: (early) => this.#listEarly(id, lease, early, attempt),
+            });
+          } catch (err) {
+            if (!attempt.changed || signal.aborted) throw err;
+            // A chunk came before the early files were listed: again.
+            await progress.settle();
+            made = undefined;
+            again = true;
+            continue;
+          } finally {
+            signal.removeEventListener("abort", stop);
+          }
           await progress.settle();
         }
         const end = await endState(ctx, await read(), made.input);
@@ -355,7 +404,7 @@ export class JobWorker {
     } catch (err) {
       await progress.settle();
       await lease.pause();
-      if (lease.lost) {
+      if (lease.lost || (await read().catch(() => undefined)) === null) {
         await this.#dropIfDeleted(id);
         return;
       }
@@ -366,6 +415,58 @@ export class JobWorker {
       await this.#runFailed(id, lease, err);
     } finally {
       await lease.pause();
+    }
+  }
+
+  /**
+   * Lists the files a run made early (`early`) once no chunk can join the
+   * recording any more. When one came first, the attempt is marked
+   * `changed` and stopped (it is made again); when the job or the
+   * recording went elsewhere, it is stopped.
+   */
+  async #listEarly(
+    id: string,
+    lease: JobLease,
+    early: MadeFiles,
+    attempt: Attempt,
+  ): Promise<void> {
+    const ctx = this.#ctx;
+    const signal = attempt.control.signal;
+    const give = (changed: boolean, why: string): never => {
+      attempt.changed = changed;
+      attempt.control.abort();
+      throw new Error(why);
+    };
+    while (true) {
+      if (signal.aborted) give(false, "the run was stopped");
+      const rec = (await ctx.kv.get<Recording>(recordingKey(id))).value;
+      const end = await endState(ctx, rec, early.input);
+      if (end.kind === "changed") give(true, "a chunk came after the stop");
+      if (end.kind === "gone") give(false, "the recording is gone");
+      if (end.kind === "settled") {
+        await lease.pause();
+        if (lease.lost) give(false, "the job went to another worker");
+        const done = await commitEarlyFiles(ctx, id, lease.stamp, early);
+        lease.resume();
+        if (done === "done") return;
+        give(
+          done === "changed",
+          `the early files could not be listed (${done})`,
+        );
+      }
+      const until = end.kind === "wait" ? end.until : Date.now();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(
+          finish,
+          Math.max(10, Math.min(250, until - Date.now())),
+        );
+        signal.addEventListener("abort", finish);
+        function finish() {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", finish);
+          resolve();
+        }
+      });
     }
   }
 

@@ -1,3 +1,4 @@
+// Over 400 lines: the whole KV key schema in one module by design (house style), one builder per key with its doc.
 /**
  * The whole Deno KV key schema of tapedeck, with one builder per key.
  *
@@ -24,6 +25,7 @@
  * | ["webhook_due", dueAt, delivery]             | delivery id (index: pending deliveries by due time) |
  * | ["webhook_wakeup"]                           | time (ms) deliveries were last added, for the delivery worker's `watch` |
  * | ["webhook_worker"]                           | {@link WorkerLease} (the instance that delivers webhooks) |
+ * | ["live_encode", id]                          | {@link LiveEncodeClaim} (a recording's live encode: judged, claimed, leased, done; lib/live_encode/) |
  *
  * `recording_by_status` and `recording_by_word` are derived from a record's
  * `status` and `title` by lib/recordings/transitions.ts (records written before they existed carry
@@ -63,6 +65,11 @@ export interface MediaFacts {
   /** How each output was made: "copy" or the encoder used. */
   mp4Video?: string;
   mp4Audio?: string;
+  /**
+   * The MP4 is the live encode's segments remuxed (lib/live_encode/), not
+   * an encode the job ran.
+   */
+  mp4Live?: boolean;
   /** Size in bytes of each finished file, by name. */
   sizes: Record<string, number>;
 }
@@ -136,6 +143,39 @@ export interface Recording {
   arrivals?: ArrivalLog;
   /** Version of the derived indexes written for this record (status, title words). */
   indexes?: number;
+  /**
+   * The live encode of a recording whose MP4 needs a re-encode, while it is
+   * recorded (lib/live_encode/contract.ts describes it and its files).
+   */
+  live?: LiveEncodeState;
+}
+
+/**
+ * A recording's live encode as its record carries it for viewers
+ * (`Recording.live`), written with the claim at most every few seconds
+ * (lib/live_encode/contract.ts).
+ */
+export interface LiveEncodeState {
+  mode: "encode";
+  /**
+   * `running`: segments are being added; `done`: the playlist is complete
+   * (it ends with `#EXT-X-ENDLIST`) and covers the whole recording;
+   * `abandoned`: no more segments will come (`reason` says why).
+   */
+  state: "running" | "done" | "abandoned";
+  /** The playlist's file name: `live.m3u8`. */
+  playlist: string;
+  /** The init segment's file name: `live-init.mp4`. */
+  init: string;
+  /** Media segments published, `live-00001.m4s` to `live-<segments>.m4s`. */
+  segments: number;
+  /** Seconds of the recording the published segments hold. */
+  encodedS: number;
+  updatedAt: number;
+  /** Why it was abandoned. */
+  reason?: string;
+  /** The live files were removed (LIVE_FILES_KEEP_S after the recording finished). */
+  removed?: boolean;
 }
 
 /** Something worth marking in the picture of an upload. */
@@ -237,6 +277,39 @@ export interface MadeFiles {
    * must record that, then flush them (`Storage.syncFiles`).
    */
   unflushed?: string[];
+}
+
+/**
+ * Value of ["live_encode", id]: whether a recording gets a live encode and
+ * how it stands. `skipped`: it needs none or got no slot (written once, so
+ * it is judged once); `running`: `workerId` encodes it under a lease
+ * (`leaseUntil`, renewed; lapsed means the worker died); `done`: its
+ * segments hold exactly the chunks in `input`; `abandoned`: stopped
+ * (`reason`). Written together with `Recording.live` (lib/live_encode/claim.ts).
+ */
+export interface LiveEncodeClaim {
+  videoId: string;
+  state: "skipped" | "running" | "done" | "abandoned";
+  reason?: string;
+  workerId?: string;
+  /** While running: the claim is void after this (ms). */
+  leaseUntil: number;
+  startedAt: number;
+  updatedAt: number;
+  /** Media segments published so far. */
+  segments: number;
+  /** Seconds the published segments hold. */
+  encodedS: number;
+  /** When ffmpeg's output time last advanced (ms). */
+  progressAt?: number;
+  /** How far the encode lags the media received, in seconds (an estimate). */
+  lagS?: number;
+  /** Chunks handed to ffmpeg so far. */
+  fed?: { bytes: number; chunks: number };
+  /** Done: the chunks the segments hold, exactly. */
+  input?: { bytes: number; chunks: number };
+  /** Done: video frames encoded. */
+  frames?: number;
 }
 
 /** Value of ["outputs_unflushed", id]: who published the files unflushed, and when. */
@@ -367,6 +440,16 @@ export function partialUploadPrefix(): Deno.KvKey {
 /** Prefix of the unflushed-outputs index. */
 export function unflushedOutputsPrefix(): Deno.KvKey {
   return ["outputs_unflushed"];
+}
+
+/** ["live_encode", id]: the live encode's claim of recording `id`. */
+export function liveEncodeKey(id: string): Deno.KvKey {
+  return ["live_encode", id];
+}
+
+/** Prefix of the live-encode claims. */
+export function liveEncodePrefix(): Deno.KvKey {
+  return ["live_encode"];
 }
 
 /** ["settings", name]: a value every instance of a cluster shares. */

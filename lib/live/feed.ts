@@ -13,6 +13,7 @@
  */
 
 import type { AppContext } from "../core/context.ts";
+import { versionPrint } from "./hub.ts";
 import {
   type ChangeEntry,
   changeHeadKey,
@@ -28,21 +29,6 @@ const OVERLAP_MS = 5_000;
 const MAX_REMEMBERED = 10_000;
 const MIN_RETRY_MS = 250;
 const MAX_RETRY_MS = 10_000;
-
-/** What makes two versions of a recording look different on a page. */
-function fingerprint(rec: Recording): string {
-  return JSON.stringify([
-    rec.updatedAt,
-    rec.status,
-    rec.chunksReceived,
-    rec.bytesReceived,
-    rec.progress,
-    rec.stage,
-    rec.error,
-    rec.files,
-    rec.deleted,
-  ]);
-}
 
 function seqFloor(at: number): string {
   return Math.max(0, at).toString().padStart(15, "0");
@@ -67,7 +53,7 @@ export function startLiveFeed(ctx: AppContext): () => Promise<void> {
 
   function remember(rec: Recording) {
     published.delete(rec.id);
-    published.set(rec.id, { at: rec.updatedAt, print: fingerprint(rec) });
+    published.set(rec.id, { at: rec.updatedAt, print: versionPrint(rec) });
     if (published.size > MAX_REMEMBERED) {
       published.delete(published.keys().next().value!);
     }
@@ -99,7 +85,7 @@ export function startLiveFeed(ctx: AppContext): () => Promise<void> {
         if (!rec || stopped) continue;
         const last = published.get(rec.id);
         if (
-          last && (last.at > rec.updatedAt || last.print === fingerprint(rec))
+          last && (last.at > rec.updatedAt || last.print === versionPrint(rec))
         ) continue;
         ctx.live.publish(rec);
       }

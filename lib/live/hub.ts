@@ -6,9 +6,33 @@
  * Subscribers say what they follow, and the hub indexes them by it, so a
  * change reaches only the subscribers it concerns: the cost of a publish
  * grows with the subscribers in scope, not with every socket open.
+ *
+ * Each version is delivered once: with a shared KV an instance's own change
+ * may reach the hub twice (published after its commit, and read back from
+ * the change log by the feed, in either order), so a version that looks
+ * like the last one delivered for its recording, or is older, is dropped.
  */
 
 import type { Recording } from "../kv/keys.ts";
+
+/** Recordings whose last delivered version is remembered (to drop repeats). */
+const MAX_REMEMBERED = 10_000;
+
+/** What makes two versions of a recording look different on a page. */
+export function versionPrint(rec: Recording): string {
+  return JSON.stringify([
+    rec.updatedAt,
+    rec.status,
+    rec.chunksReceived,
+    rec.bytesReceived,
+    rec.progress,
+    rec.stage,
+    rec.error,
+    rec.files,
+    rec.deleted,
+    rec.title,
+  ]);
+}
 
 /** Receives each committed recording change in its scope. */
 export type RecordingListener = (recording: Recording) => void;
@@ -38,6 +62,8 @@ export class LiveHub {
   #since = new Map<number, Set<Subscription>>();
   #size = 0;
   #calls = 0;
+  /** The last version delivered of each recording, least recent first. */
+  #last = new Map<string, { at: number; print: string }>();
 
   /** Calls `listener` on every change until the returned function is called. */
   subscribe(listener: RecordingListener): () => void {
@@ -84,8 +110,12 @@ export class LiveHub {
     };
   }
 
-  /** Delivers a committed change to the subscribers whose scope holds it. */
+  /**
+   * Delivers a committed change to the subscribers whose scope holds it,
+   * unless it is the version last delivered for its recording or older.
+   */
   publish(recording: Recording): void {
+    if (!this.#isNew(recording)) return;
     for (const sub of this.#all) this.#call(sub, recording);
     const byId = this.#byId.get(recording.id);
     if (byId) { for (const sub of byId) this.#call(sub, recording); }
@@ -95,6 +125,18 @@ export class LiveHub {
         if (!sub.ids.has(recording.id)) this.#call(sub, recording);
       }
     }
+  }
+
+  #isNew(rec: Recording): boolean {
+    const print = versionPrint(rec);
+    const last = this.#last.get(rec.id);
+    if (last && (last.at > rec.updatedAt || last.print === print)) return false;
+    this.#last.delete(rec.id);
+    this.#last.set(rec.id, { at: rec.updatedAt, print });
+    if (this.#last.size > MAX_REMEMBERED) {
+      this.#last.delete(this.#last.keys().next().value!);
+    }
+    return true;
   }
 
   #call(sub: Subscription, recording: Recording): void {

@@ -132,6 +132,12 @@ const schemas: JsonObject = {
       created_at: { type: "string", format: "date-time" },
       updated_at: { type: "string", format: "date-time" },
       error: { type: "string", description: "When `failed`: why." },
+      ready_files: {
+        type: "array",
+        items: { type: "string" },
+        description:
+          "While `processing` and once `complete`: the finished videos that can be fetched already (the seekable WebM or MKV before a re-encoded MP4), as `completed_videos` lists them.",
+      },
     },
   },
   FinishedFiles: {
@@ -142,7 +148,7 @@ const schemas: JsonObject = {
         type: "array",
         items: { type: "string" },
         description:
-          "_SPEC_. Names of the finished videos; empty until `complete`.",
+          "_SPEC_. Names of the finished videos: all of them once `complete` (the MP4 first); while `processing`, those made already (the seekable WebM or MKV before a re-encoded MP4), each listed once and never changed after; empty while recording or `failed`.",
       },
       urls: {
         type: "array",

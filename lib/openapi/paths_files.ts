@@ -1,3 +1,4 @@
+// Over 400 lines: a declarative part of the OpenAPI document (media, live, docs paths with their headers); data, not logic.
 /**
  * The rest of the HTTP surface in the OpenAPI document: finished files and
  * the source under `/media/` (ranges, HEAD, validators; routes/media.ts),
@@ -30,6 +31,8 @@ const FILE_TYPES = [
   "video/webm",
   "video/x-matroska",
   "image/jpeg",
+  "application/vnd.apple.mpegurl",
+  "video/iso.segment",
 ];
 
 const fileHeaders: JsonObject = {
@@ -45,7 +48,7 @@ const nameParam: JsonObject = {
   in: "path",
   required: true,
   description:
-    "A name the recording lists: one of its `completed_videos` or its poster.",
+    "A name the recording lists: one of its `completed_videos` or its poster; or, while it has a live encode, `live.m3u8`, `live-init.mp4` or `live-<n>.m4s`.",
   schema: { type: "string" },
   example: `${EXAMPLE_ID}.mp4`,
 };
@@ -94,7 +97,7 @@ const fileResponses = (head: boolean): JsonObject => ({
   "304": { description: "Not modified.", headers: { ETag: h("ETag") } },
   "401": head ? { description: "A credential is missing or wrong." } : e401,
   "404": head ? { description: "No such recording or file." } : errorResponse(
-    "No such recording or file, the recording is not complete, or a name it does not list.",
+    "No such recording or file, the recording is not complete, a name it does not list, or a live file of a recording without a live encode.",
   ),
   ...(head ? {} : {
     "416": errorResponse("An unsatisfiable range.", {
@@ -166,6 +169,13 @@ const fileExamples: ExampleRequest[] = [
     path: file("mp4"),
     status: 401,
   },
+  {
+    name: "no_live_encode",
+    summary: "The live playlist of a recording without a live encode",
+    given: "recording_with_data",
+    path: { name: "live.m3u8" },
+    status: 404,
+  },
 ];
 
 const media = {
@@ -174,7 +184,7 @@ const media = {
     tags: ["files"],
     summary: "Download a finished file",
     description:
-      "_Extension_. Only the names the recording lists, once `complete`; made for `<video>` elements that seek. `Content-Type` by extension, `Cache-Control: private, max-age=3600`. CORS only for origins `CORS_ORIGINS` names.",
+      "_Extension_. Only the names the recording lists (once `complete`; the WebM and poster already while `processing`); made for `<video>` elements that seek. `Content-Type` by extension, `Cache-Control: private, max-age=3600`. CORS only for origins `CORS_ORIGINS` names. While a recording has a live encode (its record's `live`), also its HLS files, with the same access rules: `live.m3u8` (`application/vnd.apple.mpegurl`, `Cache-Control: private, no-cache`; with `?token=` its URIs carry the token), `live-init.mp4` (`video/mp4`, `private, no-cache`) and `live-<n>.m4s` (`video/iso.segment`, `private, max-age=31536000, immutable` once the playlist lists it, `private, no-store` before).",
     parameters: [...ID_PARAMS, nameParam, ...conditionalParams],
     security: TOKEN_SECURITY,
     responses: fileResponses(false),
@@ -198,20 +208,57 @@ const media = {
   ]),
 };
 
+const settledHeader: JsonObject = {
+  description:
+    "How many bytes from the start can no longer change: the chunks from the first up to the first missing index, or all of them once the recording is `complete` or `failed`. A live viewer appends only these.",
+  schema: { type: "integer", minimum: 0 },
+};
+
+const sourceHeaders: JsonObject = {
+  "Content-Length": h("ContentLength"),
+  "Accept-Ranges": h("AcceptRanges"),
+  ETag: h("ETag"),
+  "Cache-Control": h("CacheControl"),
+  "X-Settled-Length": settledHeader,
+};
+
+const SOURCE_TYPES = ["video/webm", "video/mp4", "application/octet-stream"];
+
 const sourceResponses = (head: boolean): JsonObject => ({
   "200": {
     description:
-      "The held chunks in index order: `Content-Type` the recording's type, `Content-Length` its `bytes_received`, `Content-Disposition: attachment`, `Cache-Control: no-store`. No ranges.",
-    headers: { "Content-Length": h("ContentLength") },
-    ...(head ? {} : {
-      content: binary(["video/webm", "video/mp4", "application/octet-stream"]),
-    }),
+      "The held chunks in index order: `Content-Type` the recording's type, `Content-Length` the bytes held now, `Content-Disposition: attachment`, `Cache-Control: no-store`, an `ETag` that changes with every chunk (no `Last-Modified`).",
+    headers: sourceHeaders,
+    ...(head ? {} : { content: binary(SOURCE_TYPES) }),
   },
+  ...(head ? {} : {
+    "206": {
+      description:
+        "One satisfiable range of what is held now; `Content-Range` ends with the length held. A live viewer asks for `bytes=<what it has>-` as the recording grows.",
+      headers: { ...sourceHeaders, "Content-Range": h("ContentRange") },
+      content: binary(SOURCE_TYPES),
+    },
+  }),
+  "304": { description: "Not modified.", headers: { ETag: h("ETag") } },
   "401": head ? { description: "A credential is missing or wrong." } : e401,
   "404": head
     ? { description: "Unknown or malformed id." }
     : errorResponse("Unknown or malformed id."),
+  ...(head ? {} : {
+    "416": errorResponse(
+      "A range that starts at or past the length held (nothing new yet).",
+      {
+        "Content-Range": h("ContentRange"),
+        "X-Settled-Length": settledHeader,
+      },
+    ),
+  }),
 });
+
+const sourceParams: JsonObject[] = [
+  ...ID_PARAMS,
+  ...conditionalParams.filter((p) => p.name !== "If-Modified-Since"),
+];
 
 const sourceExamples: ExampleRequest[] = [
   {
@@ -219,6 +266,20 @@ const sourceExamples: ExampleRequest[] = [
     summary: "What was uploaded so far",
     given: "recording_with_data",
     status: 200,
+  },
+  {
+    name: "range",
+    summary: "The first byte",
+    given: "recording_with_data",
+    headers: { Range: "bytes=0-0" },
+    status: 206,
+  },
+  {
+    name: "nothing_new",
+    summary: "From past what is held",
+    given: "recording_with_data",
+    headers: { Range: "bytes=999999999-" },
+    status: 416,
   },
   { name: "unknown", summary: "An unknown id", given: "unknown", status: 404 },
   {
@@ -237,8 +298,8 @@ const source = {
     tags: ["files"],
     summary: "The recording as uploaded",
     description:
-      "_Extension_. The recording exactly as uploaded, in any status.",
-    parameters: ID_PARAMS,
+      "_Extension_. The recording exactly as uploaded, in any status, with byte ranges over what is held now (live viewers read it as it grows).",
+    parameters: sourceParams,
     security: TOKEN_SECURITY,
     responses: sourceResponses(false),
   }, sourceExamples),
@@ -247,7 +308,7 @@ const source = {
     tags: ["files"],
     summary: "The uploaded recording's headers",
     description: "The headers of the 200 and no body.",
-    parameters: ID_PARAMS,
+    parameters: sourceParams,
     security: TOKEN_SECURITY,
     responses: sourceResponses(true),
   }, [{

@@ -1,3 +1,4 @@
+// Over 400 lines: the one wrapper every ffmpeg/ffprobe run goes through (spawn, limits, nice, progress, timeouts, errors).
 /**
  * ffmpeg and ffprobe as subprocesses: finding the binaries, running them with
  * progress, a timeout, an AbortSignal and a memory limit, and reading
@@ -8,7 +9,7 @@
 export interface FfmpegTools {
   ffmpeg: string;
   ffprobe: string;
-  /** "env", "PATH" or "npm", for each binary. */
+  /** "env", "PATH", "npm", "none" (not found) or "not looked for", for each binary. */
   ffmpegSource: string;
   ffprobeSource: string;
   /** ffmpeg's major and minor version, e.g. [5, 1]. */
@@ -17,6 +18,8 @@ export interface FfmpegTools {
   missing?: string;
   /** ffmpeg runs under `nice -n <nice>` (lower CPU priority than ingest). */
   nice?: { path: string; level: number };
+  /** The `nice` binary, for runs that ask for their own level ({@link RunOptions.nice}). */
+  nicePath?: string;
   /** `setsid`, to run ffmpeg in its own process group (killed as a whole). */
   setsid?: string;
   /**
@@ -201,10 +204,11 @@ export async function resolveTools(
       (err as Error).message.replace(/\s*\(os error.*$/, "")
     }; install ffmpeg or fix FFMPEG_PATH`;
   }
-  const nicePath = options.nice ? await findOnPath("nice") : undefined;
+  const nicePath = await findOnPath("nice");
   const setsid = await findOnPath("setsid");
   return {
     setsid,
+    nicePath,
     ffmpeg: ffmpeg.path,
     ffprobe: ffprobe.path,
     ffmpegSource: ffmpeg.source,
@@ -216,6 +220,27 @@ export async function resolveTools(
       : undefined,
     memoryLimit,
     maxMemoryBytes: options.maxMemoryBytes,
+  };
+}
+
+/** The source of tools that were not looked for ({@link toolsNotLookedFor}). */
+const NOT_LOOKED_FOR = "not looked for";
+
+/**
+ * The tools of an instance that runs no processing worker (RUN_WORKER=false,
+ * such as an API instance on Deno Deploy, where ffmpeg is not guaranteed):
+ * nothing is searched on PATH, no npm package is fetched and no subprocess
+ * is started; a run, should one be asked for, fails saying why.
+ */
+export function toolsNotLookedFor(): FfmpegTools {
+  return {
+    ffmpeg: "",
+    ffprobe: "",
+    ffmpegSource: NOT_LOOKED_FOR,
+    ffprobeSource: NOT_LOOKED_FOR,
+    version: [0, 0],
+    missing:
+      "this instance runs no processing worker (RUN_WORKER=false), so ffmpeg was not looked for",
   };
 }
 
@@ -243,6 +268,15 @@ export interface RunOptions {
   input?: ReadableStream<Uint8Array>;
   /** Address-space limit of the run in bytes (0: none); the tools' own by default. */
   maxMemoryBytes?: number;
+  /** `nice` level of this run (0 to 19), instead of the tools' (FFMPEG_NICE). */
+  nice?: number;
+}
+
+/** The `nice` prefix of a run's argv: its own level, else the tools'. */
+function niceArgv(tools: FfmpegTools, own: number | undefined): string[] {
+  const level = own ?? tools.nice?.level ?? 0;
+  const path = tools.nice?.path ?? tools.nicePath;
+  return level > 0 && path ? [path, "-n", String(level)] : [];
 }
 
 /**
@@ -289,7 +323,7 @@ export async function runFfmpeg(
   try {
     const argv = [
       ...(tools.setsid ? [tools.setsid] : []),
-      ...(tools.nice ? [tools.nice.path, "-n", String(tools.nice.level)] : []),
+      ...niceArgv(tools, options.nice),
       ...limitedArgv(
         tools.memoryLimit,
         memoryOf(tools, options.maxMemoryBytes),
@@ -620,6 +654,9 @@ export async function probePackets(
 
 /** Says at start-up which ffmpeg and ffprobe are in use. */
 export function describeTools(tools: FfmpegTools): string {
+  if (tools.ffmpegSource === NOT_LOOKED_FOR) {
+    return "ffmpeg: not looked for (RUN_WORKER=false: this instance takes uploads and serves files; workers elsewhere process)";
+  }
   if (tools.missing) {
     return `WARNING: ${tools.missing}. Uploads work; processing jobs will fail until ffmpeg is available.`;
   }

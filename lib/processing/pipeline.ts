@@ -1,3 +1,4 @@
+// Over 400 lines: the job's one processing run, read top to bottom; its passes and the progressive re-encode are split out already.
 /**
  * Turns a recording's chunks into its finished files: a seekable WebM (or
  * MKV), a faststart MP4 and a poster JPEG, with progress reported as it goes.
@@ -9,7 +10,11 @@
  * and writes both videos, the poster is made from the first chunks at the
  * same time, the duration is read back from the finished file's header, and
  * the files are published without fsync where the storage allows: the job
- * flushes them after committing (see lib/jobs/outcomes.ts).
+ * flushes them after committing (see lib/jobs/outcomes.ts). When the MP4
+ * needs a re-encode (VP8), the files come one by one instead
+ * (lib/processing/progressive.ts): the WebM and the poster, listed while
+ * the MP4 is made, then the MP4, from the recording's live encode when it
+ * has one that kept up (lib/live_encode/).
  *
  * Nothing reaches ffmpeg unchecked: the recording must start like WebM or
  * MP4, every run names its demuxer and the protocols it may open, decoders
@@ -20,9 +25,7 @@
  * {@link BadRecordingError} that says which.
  */
 
-import { resolve } from "node:path";
 import type { AppContext } from "../core/context.ts";
-import type { Logger } from "../core/log.ts";
 import { mediaKind } from "../core/media_sniff.ts";
 import {
   FfmpegError,
@@ -33,48 +36,44 @@ import {
   type ProbeResult,
   runFfmpeg,
 } from "./ffmpeg.ts";
-import type { MadeFiles, MediaFacts } from "../kv/keys.ts";
+import type { MadeFiles, MediaFacts, Recording } from "../kv/keys.ts";
+import { recordingKey } from "../kv/keys.ts";
 import { BadRecordingError } from "./bad_recording.ts";
 import { type ByteReader, streamReader } from "./byte_reader.ts";
-import {
-  checkEncodedFrames,
-  checkEncodeWork,
-  checkPictureSize,
-  runTimeout,
-} from "./limits.ts";
+import { checkEncodeWork, checkPictureSize, runTimeout } from "./limits.ts";
 import { type MatroskaHead, readMatroskaHead } from "./matroska.ts";
+import {
+  besidePoster,
+  finishedDurationS,
+  fitsWebm as fitWebm,
+  inPlace,
+  MAIN_STREAMS,
+  mainInput,
+  mainInputArgs,
+  mainPassOptions,
+  mp4CodecArgs,
+  mp4OutputArgs,
+  mp4TakesAudio,
+  mp4TakesVideo,
+  passthroughFlags,
+  type ProgressCallback,
+  readHead,
+  startPoster,
+} from "./passes.ts";
+import { reencodeProgressively } from "./progressive.ts";
 import { fileUrl, subfileUrl } from "./urls.ts";
 import { measureWorkload } from "./workload.ts";
 import { listChunks } from "../recordings/chunks.ts";
 import { openChunkStream } from "../recordings/source.ts";
-import {
-  canDeferSync,
-  type ChunkRef,
-  hasLocalPaths,
-} from "../storage/storage.ts";
+import { canDeferSync } from "../storage/storage.ts";
 
 export { BadRecordingError };
-
-/** Video codecs the MP4 container holds as they are. */
-const MP4_VIDEO = new Set(["h264", "hevc", "vp9", "av1"]);
-/** Audio codecs the MP4 container holds as they are. */
-const MP4_AUDIO = new Set(["aac", "opus", "mp3", "alac", "flac"]);
-/** Codecs that fit WebM; anything else goes to Matroska. */
-const WEBM_VIDEO = new Set(["vp8", "vp9", "av1"]);
-const WEBM_AUDIO = new Set(["opus", "vorbis"]);
 
 /** What processing produced. */
 export type ProcessingOutput = MadeFiles;
 
 /** How much of the recording's start is probed for its codecs (and makes the poster). */
 const PROBE_BYTES = 2 * 1024 * 1024;
-/** How much of the finished WebM/MKV is read for its Duration. */
-const FINISHED_HEAD_BYTES = 64 * 1024;
-/** The poster run is given at most this long (it reads only the first chunks). */
-const POSTER_TIMEOUT_MS = 60_000;
-
-/** Progress of a processing run: `fraction` from 0 to 1 and a stage name. */
-export type ProgressCallback = (fraction: number, stage: string) => void;
 
 /** The container a recording starts like; a BadRecordingError when neither. */
 function containerOf(head: Uint8Array): "webm" | "mp4" {
@@ -83,23 +82,6 @@ function containerOf(head: Uint8Array): "webm" | "mp4" {
   throw new BadRecordingError(
     "The recording does not start like a WebM/Matroska or MP4 file (no EBML header or ftyp box), so it was not processed.",
   );
-}
-
-/** The first `n` bytes of a file (fewer when it is shorter). */
-async function readHead(path: string, n: number): Promise<Uint8Array> {
-  const file = await Deno.open(path);
-  try {
-    const buf = new Uint8Array(n);
-    let filled = 0;
-    while (filled < n) {
-      const read = await file.read(buf.subarray(filled));
-      if (read === null) break;
-      filled += read;
-    }
-    return buf.subarray(0, filled);
-  } finally {
-    file.close();
-  }
 }
 
 /** The facts of one stream that processing uses. */
@@ -167,112 +149,6 @@ async function probeHead(
   return { video: streamOf(probed, "video"), audio: streamOf(probed, "audio") };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).size > 0;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Makes the poster from the recording's first chunks: the frame at 1 s, or
- * the first frame when the head holds less than 1 s of video. Returns
- * whether a poster was made; a failure is logged, not thrown (a recording
- * without a poster is still a good recording), except a cancellation.
- */
-async function makePoster(
-  tools: FfmpegTools,
-  head: ProbeInput,
-  out: string,
-  signal: AbortSignal,
-  options: { timeoutMs: number; maxPixels: number; maxMemoryBytes: number },
-  log: Logger,
-): Promise<boolean> {
-  for (const seek of [["-ss", "1"], []]) {
-    try {
-      await runFfmpeg(tools, [
-        "-protocol_whitelist",
-        head.whitelist,
-        "-f",
-        head.format,
-        "-max_pixels",
-        String(options.maxPixels),
-        ...seek,
-        "-i",
-        head.url,
-        ...posterOutputArgs(fileUrl(out)),
-      ], {
-        signal,
-        timeoutMs: options.timeoutMs,
-        maxMemoryBytes: options.maxMemoryBytes,
-      });
-    } catch (err) {
-      if (signal.aborted) throw err;
-      log.warn("no poster: the recording is published without one", {
-        file: out.split("/").at(-1),
-        error: (err as Error).message,
-      });
-      return false;
-    }
-    if (await exists(out)) return true;
-  }
-  return false;
-}
-
-/** The ffmpeg input of the main pass. */
-interface MainInput {
-  args: string[];
-  /** Bytes for stdin, when the chunks are streamed. */
-  stream?: ReadableStream<Uint8Array>;
-  /** Whether progress comes from ffmpeg's `total_size` (the file is read in place). */
-  inPlace: boolean;
-}
-
-/** The streams every output takes: the first video and the first audio. */
-export const MAIN_STREAMS: readonly string[] = [
-  "-map",
-  "0:v:0?",
-  "-map",
-  "0:a:0?",
-];
-
-/**
- * The MP4's codec arguments: streams copied when the MP4 can hold them,
- * else H.264 (`passthrough` keeps the recording's frame timing) and AAC.
- */
-export function mp4CodecArgs(
-  copyVideo: boolean,
-  copyAudio: boolean,
-  passthrough: string[],
-): string[] {
-  const video = copyVideo ? ["-c:v", "copy"] : [
-    "-c:v",
-    "libx264",
-    "-preset",
-    "veryfast",
-    "-crf",
-    "23",
-    "-pix_fmt",
-    "yuv420p",
-    ...passthrough,
-  ];
-  const audio = copyAudio ? ["-c:a", "copy"] : ["-c:a", "aac", "-b:a", "128k"];
-  return [...video, ...audio];
-}
-
-/** The poster's output arguments: one JPEG frame written to `url`. */
-export function posterOutputArgs(url: string): string[] {
-  return ["-frames:v", "1", "-q:v", "3", "-f", "image2", url];
-}
-
-function passthroughFlags(tools: FfmpegTools): string[] {
-  const [major, minor] = tools.version;
-  return major > 5 || (major === 5 && minor >= 1)
-    ? ["-fps_mode", "passthrough"]
-    : ["-vsync", "passthrough"];
-}
-
 /**
  * Processes one recording in its work folder and publishes the outputs to
  * storage, unflushed where the storage can defer the flush (then listed in
@@ -287,7 +163,16 @@ export async function processRecording(
   ctx: AppContext,
   tools: FfmpegTools,
   id: string,
-  options: { signal?: AbortSignal; onProgress?: ProgressCallback } = {},
+  options: {
+    signal?: AbortSignal;
+    onProgress?: ProgressCallback;
+    /**
+     * Lists files made before the others (a re-encode's WebM and poster,
+     * lib/processing/progressive.ts) once the recording is settled;
+     * without it, every file comes with the result.
+     */
+    listEarly?: (early: MadeFiles) => Promise<void>;
+  } = {},
 ): Promise<ProcessingOutput> {
   const report = options.onProgress ?? (() => {});
   const config = ctx.config;
@@ -355,20 +240,15 @@ export async function processRecording(
     }
     options.signal?.throwIfAborted();
 
-    const fitsWebm = (!video || WEBM_VIDEO.has(video.codec)) &&
-      (!audio || WEBM_AUDIO.has(audio.codec));
+    const fitsWebm = fitWebm(video?.codec, audio?.codec);
     const seekableName = `${id}.${fitsWebm ? "webm" : "mkv"}`;
     const seekable = `${work}/${seekableName}`;
-    const copyVideo = !video || MP4_VIDEO.has(video.codec);
-    const copyAudio = !audio || MP4_AUDIO.has(audio.codec);
+    const copyVideo = !video || mp4TakesVideo(video.codec);
+    const copyAudio = !audio || mp4TakesAudio(audio.codec);
     const mp4Name = `${id}.mp4`;
     const mp4 = `${work}/${mp4Name}`;
+    const posterName = `${id}.jpg`;
     const streams = MAIN_STREAMS;
-    const mp4Codecs = mp4CodecArgs(
-      copyVideo,
-      copyAudio,
-      passthroughFlags(tools),
-    );
 
     // The whole recording's frames and duration, before anything decodes it.
     const load = await measureWorkload(
@@ -396,112 +276,122 @@ export async function processRecording(
     const timeout = runTimeout(config, load.durationS);
     options.signal?.throwIfAborted();
 
-    const stage = copyVideo ? "remuxing" : "encoding mp4";
     const total = chunks.reduce((n, c) => n + c.size, 0);
+    const mediaOf = (
+      sizes: Record<string, number>,
+      durationS: number,
+      mp4Live?: boolean,
+    ): MediaFacts => {
+      const media: MediaFacts = {
+        container: fitsWebm ? "webm" : "matroska",
+        durationS,
+        sizes,
+        mp4Video: video ? (copyVideo ? "copy" : "libx264") : undefined,
+        mp4Audio: audio ? (copyAudio ? "copy" : "aac") : undefined,
+      };
+      if (mp4Live) media.mp4Live = true;
+      if (video) {
+        media.video = {
+          codec: video.codec || "unknown",
+          width: video.width ?? 0,
+          height: video.height ?? 0,
+        };
+      }
+      if (audio) {
+        media.audio = {
+          codec: audio.codec || "unknown",
+          channels: audio.channels,
+          sampleRate: audio.sampleRate,
+        };
+      }
+      return media;
+    };
+
+    if (video && !copyVideo) {
+      // A re-encode: the WebM first, listed while the MP4 is made
+      // (lib/processing/progressive.ts); a WebM listed by an earlier run
+      // is kept as it is.
+      const rec = (await ctx.kv.get<Recording>(recordingKey(id))).value;
+      const listed = rec?.files.includes(seekableName)
+        ? {
+          durationS: rec.durationS ?? load.durationS,
+          poster: rec.poster,
+          sizes: Object.fromEntries(
+            Object.entries(rec.media?.sizes ?? {}).filter(([name]) =>
+              name === seekableName || name === rec.poster
+            ),
+          ),
+        }
+        : undefined;
+      return await reencodeProgressively(ctx, tools, {
+        id,
+        work,
+        chunks,
+        local,
+        format,
+        head: headSource,
+        seekableName,
+        mp4Name,
+        posterName,
+        webm: fitsWebm,
+        copyAudio,
+        picture: picture ?? { width: 0, height: 0 },
+        frames: load.frames,
+        timeout,
+        listed,
+        mediaOf,
+      }, {
+        signal: options.signal,
+        report,
+        listEarly: options.listEarly,
+      });
+    }
+
+    const stage = "remuxing";
     const progressOf = (bytes: number) =>
       report(0.05 + 0.85 * Math.min(1, bytes / total), stage);
     const input = mainInput(ctx, id, chunks, local, progressOf);
-
-    // A re-encode is stopped as soon as it passes MAX_ENCODE_PIXELS.
-    const mainControl = new AbortController();
-    let overLimit: BadRecordingError | undefined;
-    const stopMain = () => mainControl.abort();
-    options.signal?.addEventListener("abort", stopMain);
-    if (options.signal?.aborted) stopMain();
-    const onFrames = video && !copyVideo && picture
-      ? (frames: number) => {
-        try {
-          checkEncodedFrames(frames, picture.width, picture.height, config);
-        } catch (err) {
-          overLimit ??= err as BadRecordingError;
-          stopMain();
-        }
-      }
-      : undefined;
 
     // One pass: the seekable WebM/MKV (streams copied, duration and cues
     // written) and the faststart MP4.
     let lastOutTimeS = 0;
     report(0.05, stage);
     const mainRun = runFfmpeg(tools, [
-      "-protocol_whitelist",
-      input.inPlace ? "file,subfile" : "file,pipe",
-      "-fflags",
-      "+genpts",
-      "-f",
-      format,
-      "-max_pixels",
-      String(maxPixels),
-      ...input.args,
-      ...streams,
+      ...mainInputArgs(input, format, maxPixels),
       "-c",
       "copy",
       "-f",
       fitsWebm ? "webm" : "matroska",
       fileUrl(seekable),
       ...streams,
-      ...mp4Codecs,
-      "-strict",
-      "-2",
-      "-movflags",
-      "+faststart",
-      "-f",
-      "mp4",
-      fileUrl(mp4),
+      ...mp4CodecArgs(copyVideo, copyAudio, passthroughFlags(tools)),
+      ...mp4OutputArgs(fileUrl(mp4)),
     ], {
-      signal: mainControl.signal,
-      timeoutMs: timeout.ms,
-      timeoutText: timeout.text,
-      maxMemoryBytes,
-      input: input.stream,
+      ...mainPassOptions(ctx, input, timeout, options.signal),
       onBytes: input.inPlace ? progressOf : undefined,
       onProgress: (t) => lastOutTimeS = Math.max(lastOutTimeS, t),
-      onFrames,
     });
     // The poster, from the head, started right after the main pass and run
     // beside it; its own signal so a failed main pass stops it too.
-    const posterName = `${id}.jpg`;
-    const posterControl = new AbortController();
-    const stopPoster = () => posterControl.abort();
-    options.signal?.addEventListener("abort", stopPoster);
-    if (options.signal?.aborted) stopPoster();
-    const posterRun = video
-      ? makePoster(
-        tools,
-        headSource,
-        `${work}/${posterName}`,
-        posterControl.signal,
-        {
-          timeoutMs: Math.min(timeout.ms, POSTER_TIMEOUT_MS),
-          maxPixels,
-          maxMemoryBytes,
-        },
-        ctx.log,
-      )
-      : Promise.resolve(false);
+    const posterRun = startPoster(
+      ctx,
+      tools,
+      video ? headSource : undefined,
+      `${work}/${posterName}`,
+      timeout.ms,
+      options.signal,
+    );
     let posterSettled = false;
     // Awaited below; settled either way.
-    posterRun.catch(() => {}).finally(() => posterSettled = true);
+    posterRun.made.catch(() => {}).finally(() => posterSettled = true);
 
-    try {
-      await mainRun;
-    } catch (err) {
-      stopPoster();
-      await posterRun.catch(() => {});
-      throw overLimit ?? err;
-    } finally {
-      options.signal?.removeEventListener("abort", stopPoster);
-      options.signal?.removeEventListener("abort", stopMain);
-    }
+    await besidePoster(posterRun, () => mainRun);
 
     // The muxer wrote the Duration into the finished file's header.
-    const finished = readMatroskaHead(
-      await readHead(seekable, FINISHED_HEAD_BYTES),
-    );
-    const durationS = finished?.durationS ?? lastOutTimeS;
+    const durationS = await finishedDurationS(seekable, lastOutTimeS);
 
     if (!posterSettled) report(0.95, "poster");
-    const poster = await posterRun ? posterName : undefined;
+    const poster = await posterRun.made ? posterName : undefined;
 
     options.signal?.throwIfAborted();
     const sizes: Record<string, number> = {};
@@ -515,27 +405,7 @@ export async function processRecording(
       });
       sizes[name] = info.size;
     }
-    const media: MediaFacts = {
-      container: fitsWebm ? "webm" : "matroska",
-      durationS,
-      sizes,
-      mp4Video: video ? (copyVideo ? "copy" : "libx264") : undefined,
-      mp4Audio: audio ? (copyAudio ? "copy" : "aac") : undefined,
-    };
-    if (video) {
-      media.video = {
-        codec: video.codec || "unknown",
-        width: video.width ?? 0,
-        height: video.height ?? 0,
-      };
-    }
-    if (audio) {
-      media.audio = {
-        codec: audio.codec || "unknown",
-        channels: audio.channels,
-        sampleRate: audio.sampleRate,
-      };
-    }
+    const media = mediaOf(sizes, durationS);
     return {
       files: [mp4Name, seekableName],
       poster,
@@ -562,53 +432,4 @@ function largestPicture(
   return keyframe.width * keyframe.height > header.width * header.height
     ? keyframe
     : header;
-}
-
-/**
- * The recording's data file when ffmpeg can read it in place: the chunks
- * lie in it one after another, in index order, from offset 0 (one client
- * sending in order, the usual case), and its path is one the `subfile`
- * protocol can carry. Null otherwise.
- */
-async function inPlace(
-  ctx: AppContext,
-  id: string,
-  chunks: ChunkRef[],
-): Promise<{ path: string; end: number } | null> {
-  if (!hasLocalPaths(ctx.storage)) return null;
-  const local = await ctx.storage.localPathOf(id, chunks);
-  if (!local) return null;
-  const path = resolve(local.path);
-  // The subfile URL ends its options at ",,:": keep paths with commas on
-  // the stdin route.
-  return path.includes(",") ? null : { path, end: local.end };
-}
-
-/**
- * The main pass's input: the data file read in place through ffmpeg's
- * `subfile` protocol, up to the end of the last chunk (so bytes past it,
- * such as an uncommitted append that may grow while ffmpeg reads, are never
- * read), else the chunks streamed to ffmpeg's stdin.
- */
-function mainInput(
-  ctx: AppContext,
-  id: string,
-  chunks: ChunkRef[],
-  local: { path: string; end: number } | null,
-  progressOf: (bytes: number) => void,
-): MainInput {
-  if (local) {
-    return { args: ["-i", subfileUrl(local.path, local.end)], inPlace: true };
-  }
-  let fed = 0;
-  const stream = openChunkStream(ctx, id, chunks).pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(piece, controller) {
-        fed += piece.length;
-        progressOf(fed);
-        controller.enqueue(piece);
-      },
-    }),
-  );
-  return { args: ["-i", "pipe:0"], stream, inPlace: false };
 }

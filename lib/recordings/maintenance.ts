@@ -23,6 +23,7 @@ import { completeRecording, deleteRecording } from "./sessions.ts";
 import { updateRecording } from "./transitions.ts";
 import { canDeferSync, canTrimChunks } from "../storage/storage.ts";
 import { indexLibrary } from "./library.ts";
+import { sweepLiveEncodes } from "../live_encode/sweep.ts";
 
 /** What one sweep did. */
 export interface SweepReport {
@@ -37,6 +38,8 @@ export interface SweepReport {
   orphanRecordings: number;
   /** Records given the library's indexes (at start-up). */
   indexed: number;
+  /** Recordings whose live-encode files were removed (LIVE_FILES_KEEP_S after they finished). */
+  liveFilesRemoved: string[];
 }
 
 /**
@@ -94,6 +97,9 @@ export async function reprocessUnflushed(
         stage: `queued again: ${why}`,
         error: undefined,
         finishedAt: undefined,
+        // Not listed while processing: they may be torn, and are made again.
+        files: [],
+        poster: undefined,
         updatedAt: now,
       },
       checks: [entry],
@@ -363,6 +369,7 @@ export async function runSweep(
     startup: options.startup,
   });
   const orphans = await sweepOrphans(ctx, { idle: options.orphans ?? false });
+  const live = await sweepLiveEncodes(ctx);
   // Records written before the library's indexes existed get them.
   const indexed = options.startup ? await indexLibrary(ctx) : 0;
   return {
@@ -374,5 +381,6 @@ export async function runSweep(
     reprocessed,
     orphanFiles: orphans.files,
     orphanRecordings: orphans.recordings,
+    liveFilesRemoved: live.removed,
   };
 }

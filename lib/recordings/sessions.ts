@@ -9,6 +9,7 @@ import { ConflictError } from "../core/errors.ts";
 import { dropJob, nudgeJob, queueJob } from "../jobs/queue.ts";
 import {
   chunkPrefix,
+  liveEncodeKey,
   type Recording,
   recordingByCreatedPrefix,
   recordingKey,
@@ -257,7 +258,11 @@ export async function deleteRecording(
     return {
       next: null,
       cause: options.cause,
-      extra: (atomic) => dropJob(atomic, id),
+      extra: (atomic) => {
+        dropJob(atomic, id);
+        // A live encode's claim: its worker's next write fails and it stops.
+        atomic.delete(liveEncodeKey(id));
+      },
     };
   });
   if (!result.changed) return false;

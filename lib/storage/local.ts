@@ -9,7 +9,9 @@
  */
 
 import { createHash } from "node:crypto";
-import { statfs } from "node:fs/promises";
+// `fs.promises`, not "node:fs/promises": Deno 2.5 (Deno Deploy) lacks
+// that module's named `statfs` export, so the import would fail at load.
+import { promises as fsp } from "node:fs";
 import { join } from "node:path";
 import {
   BodyAbortedError,
@@ -30,6 +32,7 @@ import {
   type ChunkTrimmer,
   coalesceChunks,
   type DeferredSync,
+  type FileRemover,
   type LocalChunkPaths,
   type PublishOptions,
   type Storage,
@@ -95,7 +98,8 @@ export class LocalStorage
     ChunkRangeReader,
     LocalChunkPaths,
     ChunkTrimmer,
-    DeferredSync {
+    DeferredSync,
+    FileRemover {
   readonly root: string;
   /** Work folders, under the same root. */
   readonly scratch: ScratchSpace;
@@ -143,7 +147,7 @@ export class LocalStorage
 
   async #checkFreeSpace(incoming: number): Promise<void> {
     if (this.minFreeBytes <= 0) return;
-    const s = await statfs(this.root);
+    const s = await fsp.statfs(this.root);
     const free = Number(s.bavail) * Number(s.bsize);
     if (free - incoming < this.minFreeBytes) {
       throw new StorageFullError();
@@ -446,6 +450,12 @@ export class LocalStorage
     } finally {
       file.close();
     }
+  }
+
+  async removeFile(videoId: string, name: string): Promise<void> {
+    await Deno.remove(join(this.#filesDir(videoId), name)).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    });
   }
 
   async syncFiles(videoId: string, names: string[]): Promise<void> {

@@ -9,8 +9,9 @@
  * recording that just stopped is processed from memory); older ones are let
  * go with `posix_fadvise(POSIX_FADV_DONTNEED)` once they are flushed.
  *
- * The call needs Linux and `--allow-ffi`; elsewhere nothing is dropped and
- * the kernel decides alone.
+ * The call needs Linux, `--allow-ffi` and glibc's `libc.so.6`; elsewhere
+ * (also on Deno Deploy, where recordings go to object storage and this is
+ * not used) nothing is dropped and the kernel decides alone.
  */
 
 const POSIX_FADV_DONTNEED = 4;
@@ -24,6 +25,9 @@ const dropPages: DropPages | null = openDropPages();
 function openDropPages(): DropPages | null {
   if (Deno.build.os !== "linux") return null;
   try {
+    // Without --allow-ffi (or where a platform leaves FFI out) nothing is
+    // dropped; the query itself never prompts.
+    if (typeof Deno.dlopen !== "function") return null;
     if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
       return null;
     }

@@ -21,6 +21,7 @@ import type {
   ChunkCopier,
   ChunkRef,
   FileLinker,
+  FileRemover,
   PublishOptions,
   Storage,
   StoredChunk,
@@ -47,7 +48,8 @@ export interface S3StorageOptions {
 const MD5_ETAG = /^[0-9a-f]{32}$/;
 
 /** Storage in an S3 bucket; see the module comment. */
-export class S3Storage implements Storage, FileLinker, ChunkCopier {
+export class S3Storage
+  implements Storage, FileLinker, ChunkCopier, FileRemover {
   readonly client: S3Client;
   readonly prefix: string;
   readonly scratch: ScratchSpace;
@@ -256,6 +258,14 @@ export class S3Storage implements Storage, FileLinker, ChunkCopier {
       this.#fileKey(videoId, name),
       expiresInS,
       method,
+    );
+  }
+
+  async removeFile(videoId: string, name: string): Promise<void> {
+    await s3Call(
+      `removing the file ${name}`,
+      () => this.client.deleteObject(this.#fileKey(videoId, name)),
+      true,
     );
   }
 

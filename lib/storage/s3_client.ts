@@ -18,6 +18,7 @@
  */
 
 import { AwsV4Signer } from "aws4fetch";
+import { concatBytes } from "../../common/bytes.ts";
 
 /** Where and how to reach the bucket. */
 export interface S3ClientOptions {
@@ -1395,16 +1396,6 @@ function xmlAll(xml: string, tag: string): string[] {
 function xmlText(xml: string, tag: string): string | undefined {
   const first = xmlAll(xml, tag)[0];
   return first === undefined ? undefined : unescapeXml(first);
-}
-
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.byteLength;
-  }
-  return out;
 }
 
 async function sha256Hex(data: Uint8Array): Promise<string> {

@@ -241,6 +241,23 @@ export function canLinkFiles(
 }
 
 /**
+ * Optional: one stored file of a recording removed on its own (the live
+ * encode's HLS files once the recording is finished). Without it, such
+ * files stay until the recording is removed.
+ */
+export interface FileRemover {
+  /** Removes file `name` of recording `videoId`; nothing when there is none. */
+  removeFile(videoId: string, name: string): Promise<void>;
+}
+
+/** Whether `storage` removes single files ({@link FileRemover}). */
+export function canRemoveFiles(
+  storage: Storage,
+): storage is Storage & FileRemover {
+  return typeof (storage as Partial<FileRemover>).removeFile === "function";
+}
+
+/**
  * Optional: a stored chunk copied to another recording inside the store
  * (no bytes through this process). Without it, callers read the chunk and
  * write it again.
