@@ -14,6 +14,7 @@ import {
   type OpenOptions,
 } from "./lib/core/context.ts";
 import { ConfigError } from "./lib/core/errors.ts";
+import { everyMinute } from "./lib/core/every_minute.ts";
 import { apiKeysEnabled, loadSessionSecret } from "./lib/http/access.ts";
 import { hostCheck } from "./lib/http/host_check.ts";
 import { errorResponse } from "./lib/http/on_error.ts";
@@ -24,6 +25,7 @@ import {
   describeTools,
   type FfmpegTools,
   resolveTools,
+  toolsNotLookedFor,
 } from "./lib/processing/ffmpeg.ts";
 import { JobWorker } from "./lib/jobs/worker.ts";
 import { reportAlive } from "./lib/ops/health.ts";
@@ -88,6 +90,7 @@ const CORS_OPTIONS = {
     "Tus-Checksum-Algorithm",
     "X-Upload-Token",
     "X-Video-Id",
+    "X-Settled-Length",
   ],
   maxAge: 600,
 };
@@ -185,10 +188,14 @@ export async function startService(
   config: Config,
   options: OpenOptions = {},
 ): Promise<Service> {
-  const tools = await resolveTools(config.ffmpegPath, config.ffprobePath, {
-    nice: config.ffmpegNice,
-    maxMemoryBytes: config.ffmpegMaxMemoryBytes,
-  });
+  // An instance without a worker never looks for ffmpeg (no PATH search,
+  // no npm download, no subprocess): on Deno Deploy it is not guaranteed.
+  const tools = config.runWorker
+    ? await resolveTools(config.ffmpegPath, config.ffprobePath, {
+      nice: config.ffmpegNice,
+      maxMemoryBytes: config.ffmpegMaxMemoryBytes,
+    })
+    : toolsNotLookedFor();
   const ctx = await openContext(config, options);
   await runSweep(ctx, { orphans: !config.sharedKv, startup: true });
   const app = createApp(ctx);
@@ -228,12 +235,24 @@ export function describeHosts(config: Config): string {
 
 /** Says at start-up whether ingest lets go of the page cache. */
 export function describePageCache(config: Config): string {
+  if (config.storage.kind !== "local") {
+    return "page cache: not involved (recordings go to object storage; DATA_DIR holds scratch space only)";
+  }
   return canDropPages()
     ? `page cache: flushed chunk bytes past the newest ${
       Math.round(config.ingestCacheBytes / 2 ** 20)
     } MiB are dropped from it (INGEST_CACHE_BYTES)`
     : "page cache: left to the kernel (posix_fadvise needs Linux and --allow-ffi)";
 }
+
+/** How long requests in flight get to finish after SIGINT or SIGTERM, in ms. */
+export const STOP_DRAIN_MS = 3_500;
+
+/**
+ * The process exits this long after SIGINT or SIGTERM at the latest, in ms:
+ * Deno Deploy kills an instance 5 s after its SIGINT.
+ */
+export const STOP_EXIT_MS = 4_500;
 
 /** Ends the process with the message of a setting that cannot work. */
 function exitOnConfigError(err: unknown): never {
@@ -258,8 +277,14 @@ if (import.meta.main) {
       config.sharedKv ? " (shared with other instances)" : ""
     }; data in ${config.dataDir}`,
   );
+  if (config.kvPath === "") {
+    // Deploy gives no error for this: each instance would keep its own KV.
+    log.info(
+      "KV_PATH is empty: on Deno Deploy, attach a KV database to the app, or Deno.openKv() falls back to memory without a word",
+    );
+  }
   log.info(describePageCache(config));
-  Deno.cron("tapedeck sweep", "* * * * *", async () => {
+  const sweeps = everyMinute("tapedeck sweep", async () => {
     service.worker?.wake();
     try {
       await runSweep(service.ctx);
@@ -269,6 +294,7 @@ if (import.meta.main) {
       });
     }
   });
+  log.info(sweeps.description);
   const server = await serveGuarded({
     port: config.port,
     hostname: config.hostname,
@@ -276,7 +302,7 @@ if (import.meta.main) {
     bodyMinBytesPerS: config.bodyMinBytesPerS,
     bodyRateWindowMs: config.bodyRateWindowMs,
     bodyTimeoutMs: config.bodyTimeoutMs,
-    shutdownGraceMs: 4_000,
+    shutdownGraceMs: STOP_DRAIN_MS,
   }, service.app.fetch);
   log.info(server.description);
   log.info(describeHosts(config));
@@ -293,10 +319,13 @@ if (import.meta.main) {
     stopping = true;
     service.ctx.state.stopping = true;
     log.info("tapedeck stopping: finishing requests in flight");
-    const timer = setTimeout(() => Deno.exit(0), 15_000);
+    // Deno Deploy sends SIGKILL 5 s after SIGINT: requests in flight get
+    // STOP_DRAIN_MS, and a close that hangs after them is cut short.
+    const timer = setTimeout(() => Deno.exit(0), STOP_EXIT_MS);
+    sweeps.stop();
     await Promise.race([
       server.shutdown(),
-      new Promise((r) => setTimeout(r, 5_000)),
+      new Promise((r) => setTimeout(r, STOP_DRAIN_MS + 250)),
     ]);
     await service.close();
     clearTimeout(timer);

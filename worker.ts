@@ -10,6 +10,7 @@
 import { loadConfig } from "./lib/core/config.ts";
 import { closeContext, openContext } from "./lib/core/context.ts";
 import { ConfigError } from "./lib/core/errors.ts";
+import { everyMinute } from "./lib/core/every_minute.ts";
 import { describeKvPath } from "./lib/kv/open.ts";
 import { describeTools, resolveTools } from "./lib/processing/ffmpeg.ts";
 import { JobWorker } from "./lib/jobs/worker.ts";
@@ -26,7 +27,8 @@ if (import.meta.main) {
     const worker = new JobWorker(ctx, tools);
     ctx.jobs = worker;
     await worker.start();
-    Deno.cron("tapedeck job sweep", "* * * * *", () => worker.wake());
+    const wakeUps = everyMinute("tapedeck job sweep", () => worker.wake());
+    ctx.log.info(wakeUps.description);
     ctx.log.info(
       `tapedeck worker ${worker.id} running; KV at ${
         describeKvPath(config.kvPath)
@@ -36,6 +38,7 @@ if (import.meta.main) {
     const stop = async () => {
       if (stopping) return;
       stopping = true;
+      wakeUps.stop();
       await worker.stop();
       await closeContext(ctx);
       Deno.exit(0);

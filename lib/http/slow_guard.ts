@@ -1,3 +1,4 @@
+// Over 400 lines: one listener: node:http server, socket accounting, body-rate watch, WebSocket hand-over and shutdown act on the same connections.
 /**
  * The HTTP listener of `main.ts`, with limits on slow clients (issue 12,
  * "slow requests are never dropped"): a request head must be complete
@@ -124,6 +125,9 @@ interface PendingUpgrade {
 
 const pendingUpgrades = new WeakMap<Request, PendingUpgrade>();
 
+/** The live sockets of the plain server a request came to (see servePlain). */
+const plainSockets = new WeakMap<Request, Set<WebSocket>>();
+
 /**
  * `Deno.upgradeWebSocket` for a request from either server: over the
  * `node:http` socket for {@link serveGuarded}'s requests, as usual for
@@ -131,7 +135,16 @@ const pendingUpgrades = new WeakMap<Request, PendingUpgrade>();
  */
 export function upgradeWebSocket(req: Request): Deno.WebSocketUpgrade {
   const pending = pendingUpgrades.get(req);
-  if (!pending) return Deno.upgradeWebSocket(req);
+  if (!pending) {
+    const upgrade = Deno.upgradeWebSocket(req);
+    const sockets = plainSockets.get(req);
+    if (sockets) {
+      const ws = upgrade.socket;
+      sockets.add(ws);
+      ws.addEventListener("close", () => sockets.delete(ws));
+    }
+    return upgrade;
+  }
   const options: NodeUpgradeOptions = {
     socket: pending.socket,
     head: pending.head,
@@ -654,7 +667,16 @@ export async function serveGuarded(
   };
 }
 
-/** Plain `Deno.serve`: no limits on slow clients. */
+/**
+ * Plain `Deno.serve`: no limits on slow clients. This is what runs on Deno
+ * before 2.8 (Deno Deploy ran 2.5 when this was written) and with
+ * HEADER_TIMEOUT_MS=0. Its shutdown does what the guarded one does with
+ * what `Deno.serve` offers: live sockets are closed (1001) at once (Deno
+ * 2.5's `shutdown()` leaves them open), requests that come meanwhile get
+ * 503, and the requests in flight get `shutdownGraceMs` to finish before
+ * `Deno.serve`'s own shutdown, which cuts request bodies still arriving in
+ * Deno 2.9 (2.5 lets them end), is called.
+ */
 function servePlain(
   options: GuardedServeOptions,
   handler: GuardedHandler,
@@ -662,11 +684,58 @@ function servePlain(
   const why = options.headerTimeoutMs <= 0
     ? "HEADER_TIMEOUT_MS=0"
     : `Deno ${Deno.version.deno} cannot upgrade WebSockets over node:http (needs 2.8)`;
+  const shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
+  const sockets = new Set<WebSocket>();
+  let inFlight = 0;
+  let stopping = false;
   const server = Deno.serve({
     hostname: options.hostname,
     port: options.port,
     onListen: (addr) => options.onListen?.(addr),
-  }, handler);
+  }, async (req, info) => {
+    if (stopping) {
+      return Response.json({
+        error:
+          "The server is restarting; send the request again in a few seconds.",
+      }, {
+        status: 503,
+        headers: { Connection: "close", "Retry-After": "2" },
+      });
+    }
+    plainSockets.set(req, sockets);
+    inFlight++;
+    try {
+      return await handler(req, info);
+    } finally {
+      inFlight--;
+    }
+  });
+  let finished: Promise<void> | undefined;
+  const shutdown = () => {
+    finished ??= (async () => {
+      stopping = true;
+      for (const ws of sockets) {
+        try {
+          ws.close(1001, "server stopping");
+        } catch {
+          // already closing
+        }
+      }
+      const deadline = performance.now() + shutdownGraceMs;
+      while (inFlight > 0 && performance.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      // Deno 2.5 waits here for a body that still trickles in: not longer
+      // than a moment, the process is ending.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        server.shutdown(),
+        new Promise((r) => timer = setTimeout(r, 250)),
+      ]);
+      clearTimeout(timer);
+    })();
+    return finished;
+  };
   return {
     addr: server.addr,
     guarded: false,
@@ -674,7 +743,9 @@ function servePlain(
       `slow clients are NOT dropped (${why}): plain Deno.serve has no request-head timeout, and a slow body is only answered 408 after BODY_IDLE_TIMEOUT_MS of silence`,
     headTimeouts: 0,
     slowBodies: 0,
-    webSockets: 0,
-    shutdown: () => server.shutdown(),
+    get webSockets() {
+      return sockets.size;
+    },
+    shutdown,
   };
 }
