@@ -31,8 +31,22 @@ async function appendBody(path: string, body: ReadableStream<Uint8Array>) {
   }
 }
 
-/** Answers one request of the bare API. */
-export async function handle(req: Request, dir: string): Promise<Response> {
+/** Where a bare server puts what the recording API sends. */
+export interface BareStore {
+  /** Stores the body of one add_data request (`req`, with a body) of recording `id`; its answer. */
+  add(id: string, req: Request): Promise<Response>;
+  /** Called on complete_job. */
+  complete?(id: string): void;
+}
+
+/**
+ * Answers one request of the bare API (`/create/`, `/add_data/<id>/`,
+ * `/complete_job/<id>/`, POST only), the bodies handed to `store`.
+ */
+export async function bareRoute(
+  req: Request,
+  store: BareStore,
+): Promise<Response> {
   const [route, id] = new URL(req.url).pathname.split("/").filter(Boolean);
   if (req.method !== "POST") {
     return Response.json({ error: "POST only" }, { status: 405 });
@@ -44,13 +58,23 @@ export async function handle(req: Request, dir: string): Promise<Response> {
     return Response.json({ error: "unknown id" }, { status: 404 });
   }
   if (route === "add_data" && req.body) {
-    const size = await appendBody(`${dir}/${id}.webm`, req.body);
-    return Response.json({ message: "Chunk received", size });
+    return await store.add(id, req);
   }
   if (route === "complete_job") {
+    store.complete?.(id);
     return Response.json({ message: "Processing started" });
   }
   return Response.json({ error: "not found" }, { status: 404 });
+}
+
+/** Answers one request of the bare API. */
+export async function handle(req: Request, dir: string): Promise<Response> {
+  return await bareRoute(req, {
+    async add(id, req) {
+      const size = await appendBody(`${dir}/${id}.webm`, req.body!);
+      return Response.json({ message: "Chunk received", size });
+    },
+  });
 }
 
 if (import.meta.main) {

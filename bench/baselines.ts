@@ -7,8 +7,9 @@ import { type LatencySummary, summarize, toMB } from "./stats.ts";
 import {
   MAIN_STREAMS,
   mp4CodecArgs,
+  mp4OutputArgs,
   posterOutputArgs,
-} from "../lib/processing/pipeline.ts";
+} from "../lib/processing/passes.ts";
 
 /** The outcome of a disk write test. */
 export interface DiskResult {
@@ -170,13 +171,7 @@ export async function ffmpegByHand(
   const mp4Output = [
     ...streams,
     ...video,
-    "-strict",
-    "-2",
-    "-movflags",
-    "+faststart",
-    "-f",
-    "mp4",
-    `${work}/out.mp4`,
+    ...mp4OutputArgs(`${work}/out.mp4`),
   ];
   try {
     await flushDisk();

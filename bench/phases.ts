@@ -32,6 +32,9 @@ import { type ServerKind, type ServerProcess, startServer } from "./servers.ts";
 import { type LatencySummary, median, summarize } from "./stats.ts";
 import { apiClient, tusClient, type UploadClient } from "./upload_clients.ts";
 
+export { liveViewPhase, type LiveViewRun } from "./live_view.ts";
+export { liveMp4Phase, type LiveMp4Run } from "./live_mp4.ts";
+
 /** How long and how hard each phase runs. */
 export interface BenchSettings {
   quick: boolean;
@@ -128,13 +131,16 @@ export interface ServerStats {
 }
 
 /** Flushes every dirty page (the last phase's writes) before the next. */
-async function settleDisk(): Promise<void> {
+export async function settleDisk(): Promise<void> {
   await new Deno.Command("sync").output();
   await new Promise((r) => setTimeout(r, 500));
 }
 
 /** Sends one short recording so the server is warm (JIT, pools, files). */
-async function warmUp(server: ServerProcess, source?: Uint8Array<ArrayBuffer>) {
+export async function warmUp(
+  server: ServerProcess,
+  source?: Uint8Array<ArrayBuffer>,
+) {
   if (!source) return;
   const client = clientFor(server);
   const handle = await client.create();
@@ -799,7 +805,7 @@ export async function bigPhase(
   };
 }
 
-function errorText(
+export function errorText(
   r: { errors: number; errorKinds: Record<string, number> },
 ): string {
   if (r.errors === 0) return "0";

@@ -14,7 +14,12 @@ import type {
   StepUp,
 } from "./phases.ts";
 import type { LiveSummary } from "./live_probe.ts";
+import type { OpenLoopResult } from "./load.ts";
+import type { LiveViewRun } from "./live_view.ts";
+import type { LiveMp4Run } from "./live_mp4.ts";
 import type { ServerKind } from "./servers.ts";
+import { bestS3, type PgKvPhase, type S3Phase } from "./s3_phases.ts";
+import type { ClusterPhase } from "./cluster_phases.ts";
 
 /** The machine the bench ran on. */
 export interface MachineInfo {
@@ -49,6 +54,14 @@ export interface BenchResults {
   live?: { steady50?: LiveSummary | null; processing?: LiveSummary | null };
   soak?: SoakRun;
   big?: BigRun;
+  /** Chunk acknowledged to playable in a viewer watching live (issue 15). */
+  liveView?: LiveViewRun[];
+  /** A VP8 recording at real-time pace with a live encode (issue 15). */
+  liveMp4?: LiveMp4Run;
+  /** Issue 14: S3 storage (Swift), the PostgreSQL KV, API servers on both. */
+  s3?: S3Phase;
+  pgkv?: PgKvPhase;
+  cluster?: ClusterPhase;
   /** Phases that failed, with why. */
   failures: { phase: string; error: string }[];
   targets: TargetVerdict[];
@@ -59,6 +72,39 @@ export interface TargetVerdict {
   target: string;
   measured: string;
   verdict: "met" | "missed" | "not run" | "n/a";
+}
+
+/** The columns of an open-loop load, filled by {@link loadCells}. */
+const LOAD_COLUMNS = [
+  "offered MB/s",
+  "acked MB/s",
+  "p50 ms",
+  "p95 ms",
+  "p99 ms",
+  "max ms",
+  "errors",
+];
+
+/** An open-loop load's cells under {@link LOAD_COLUMNS}. */
+function loadCells(
+  load: Omit<OpenLoopResult, "played">,
+): (string | number)[] {
+  return [
+    fmt(load.offeredMBps),
+    fmt(load.ackedMBps),
+    fmt(load.latency.p50),
+    fmt(load.latency.p95),
+    fmt(load.latency.p99),
+    fmt(load.latency.max, 0),
+    load.errors,
+  ];
+}
+
+/** An open-loop load in words: MB/s acked, p50 and p99, errors. */
+function loadSummary(load: Omit<OpenLoopResult, "played">): string {
+  return `${fmt(load.ackedMBps)} MB/s acked; p50 ${
+    fmt(load.latency.p50)
+  } ms, p99 ${fmt(load.latency.p99)} ms, ${load.errors} errors`;
 }
 
 /** Formats a number with `digits` decimals, or "n/a". */
@@ -286,6 +332,136 @@ export function judgeTargets(r: BenchResults): TargetVerdict[] {
       verdict: verdict(live.changes.p99 < 100),
     });
   } else notRun("Status change to WebSocket message p99 < 100 ms");
+  const lm = r.liveMp4;
+  const mp4Target =
+    `MP4 of a VP8 recording at real-time pace listed < 5 s after complete_job (live encode)`;
+  const ingestTarget = "Ingest p99 < 50 ms at N=50 while a live encode runs";
+  if (lm) {
+    out.push({
+      target: mp4Target,
+      measured: `${fmt(lm.mp4AfterStopS ?? NaN, 2)} s for ${
+        fmt(lm.videoS / 60, 1)
+      } min (WebM ${fmt(lm.webmAfterStopS ?? NaN, 2)} s; live encode ${
+        lm.liveEncodeDone ? "kept up" : "did not end whole"
+      })`,
+      verdict: verdict(
+        lm.mp4AfterStopS !== null && lm.mp4AfterStopS < 5 && lm.liveEncodeDone,
+      ),
+    });
+    const l = lm.ingestDuringLive;
+    out.push({
+      target: ingestTarget,
+      measured: `p99 ${
+        fmt(l.p99)
+      } ms over ${l.count} sends (${lm.ingestErrors} errors); the live encode used ${
+        fmt(lm.liveCpuSPerMin, 1)
+      } CPU s per recorded minute`,
+      verdict: verdict(l.p99 < 50 && l.count > 0 && lm.ingestErrors === 0),
+    });
+  } else {
+    notRun(mp4Target);
+    notRun(ingestTarget);
+  }
+  for (const mode of ["mse", "hls"] as const) {
+    const target = `Chunk acknowledged -> playable in a viewer p50 < 3 s (${
+      mode === "mse" ? "from the upload, MSE" : "live encode, HLS"
+    })`;
+    const run = r.liveView?.find((v) => v.mode === mode);
+    if (!run) {
+      notRun(target);
+      continue;
+    }
+    const l = run.latency;
+    out.push({
+      target,
+      measured: `p50 ${fmt(l.p50 / 1000, 2)} s, p95 ${
+        fmt(l.p95 / 1000, 2)
+      } s, max ${
+        fmt(l.max / 1000, 2)
+      } s over ${l.count} chunks (${run.missed} never playable; page: ${run.pageMode})`,
+      verdict: verdict(l.p50 < 3000 && run.pageMode === mode),
+    });
+  }
+  out.push(...judgeIssue14(r, notRun));
+  return out;
+}
+
+/** Issue 14's targets (and its figures without a bar, as "n/a"). */
+function judgeIssue14(
+  r: BenchResults,
+  notRun: (target: string, why?: string) => void,
+): TargetVerdict[] {
+  const out: TargetVerdict[] = [];
+  const s3Ours = bestS3(r.s3?.closedLoop, "tapedeck");
+  const s3Bare = bestS3(r.s3?.closedLoop, "bare-s3");
+  const satTarget =
+    "S3 saturation >= 80% of a bare Deno server PUTting each body to the same Swift";
+  if (s3Ours && s3Bare) {
+    const ratio = s3Ours.MBps / s3Bare.MBps;
+    out.push({
+      target: satTarget,
+      measured: `${fmt(s3Ours.MBps)} vs ${fmt(s3Bare.MBps)} MB/s = ${
+        fmt(ratio, 2)
+      }x (best of ${s3Ours.uploaders} / ${s3Bare.uploaders} uploaders)`,
+      verdict: verdict(ratio >= 0.8),
+    });
+  } else notRun(satTarget);
+  const s50 = r.s3?.steady.find((s) => s.slots === 50);
+  const steadyTarget = "N=50 steady on S3: p99 < 100 ms, 0 errors";
+  if (s50) {
+    const l = s50.load.latency;
+    out.push({
+      target: steadyTarget,
+      measured: loadSummary(s50.load),
+      verdict: verdict(l.p99 < 100 && s50.load.errors === 0),
+    });
+  } else notRun(steadyTarget);
+  const kvTarget =
+    "PostgreSQL KV commit and watch latency next to local Deno KV's (a figure, no bar)";
+  if (r.pgkv?.runs.length) {
+    out.push({
+      target: kvTarget,
+      measured: r.pgkv.runs.map((k) =>
+        `${k.backend}: commit p50 ${fmt(k.commit.p50, 2)} / p99 ${
+          fmt(k.commit.p99, 2)
+        } ms, watch p50 ${fmt(k.watch.p50, 2)} / p99 ${fmt(k.watch.p99, 2)} ms`
+      ).join("; "),
+      verdict: "n/a",
+    });
+  } else notRun(kvTarget);
+  const two = r.cluster?.runs.find((c) => c.servers === 2);
+  const twoTarget =
+    "Two API servers on PostgreSQL + S3 at N=100, round-robin (a figure, no bar)";
+  if (two) {
+    out.push({
+      target: twoTarget,
+      measured: `${loadSummary(two.load)}; /ws change p99 ${
+        two.live.map((x) => x ? `${fmt(x.changes.p99)} ms` : "n/a").join(
+          " / ",
+        )
+      }`,
+      verdict: "n/a",
+    });
+  } else notRun(twoTarget);
+  const memTarget =
+    "API instance (RUN_WORKER=false) on S3 + PostgreSQL at N=100: memory < 512 MB (Deno Deploy)";
+  const apis = (r.cluster?.runs ?? []).flatMap((c) =>
+    c.procs.filter((p) => p.label.startsWith("api-")).map((p) => ({
+      servers: c.servers,
+      hwmMiB: p.proc.hwmMiB,
+    }))
+  );
+  if (apis.length) {
+    const worst = apis.reduce((a, b) => (b.hwmMiB > a.hwmMiB ? b : a));
+    const mb = worst.hwmMiB * 1.048576;
+    out.push({
+      target: memTarget,
+      measured: `highest VmHWM ${fmt(worst.hwmMiB)} MiB = ${
+        fmt(mb)
+      } MB (of ${apis.length} API processes; ${worst.servers} server(s) sharing the load)`,
+      verdict: verdict(mb < 512),
+    });
+  } else notRun(memTarget);
   return out;
 }
 
@@ -322,13 +498,7 @@ export function renderReport(r: BenchResults): string {
       [
         "N",
         "s",
-        "offered MB/s",
-        "acked MB/s",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "max ms",
-        "errors",
+        ...LOAD_COLUMNS,
         "srv RSS peak MiB",
         "srv CPU %",
         "client CPU %",
@@ -338,13 +508,7 @@ export function renderReport(r: BenchResults): string {
       r.steady.map((s) => [
         s.slots,
         s.durationS,
-        fmt(s.load.offeredMBps),
-        fmt(s.load.ackedMBps),
-        fmt(s.load.latency.p50),
-        fmt(s.load.latency.p95),
-        fmt(s.load.latency.p99),
-        fmt(s.load.latency.max, 0),
-        s.load.errors,
+        ...loadCells(s.load),
         fmt(s.server.hwmMiB),
         fmt(s.server.cpuPercent, 0),
         fmt(s.load.clientCpuPercent, 0),
@@ -618,9 +782,201 @@ export function renderReport(r: BenchResults): string {
   liveRow("/ws during processing", r.live?.processing);
   if (mem.length) parts.push(table(["what", "measured"], mem));
 
+  const lm = r.liveMp4;
+  if (lm) {
+    parts.push(
+      "### Encoding while recording (issue 15)\n\nA VP8 720p recording uploaded at real-time pace (1 s of media per chunk) to a server with LIVE_ENCODE_SLOTS=1, while N=50 simulated browsers upload too; times from the complete_job answer until `GET /video/<id>/` lists the file.",
+    );
+    parts.push(table(
+      [
+        "recording min",
+        "MB",
+        "WebM listed s",
+        "MP4 listed s",
+        "live encode",
+        "ingest p50 ms",
+        "ingest p99 ms",
+        "live encode CPU s per rec. min",
+        "live encode CPU % of one core",
+      ],
+      [[
+        fmt(lm.videoS / 60, 1),
+        fmt(lm.bytes / 1e6, 0),
+        fmt(lm.webmAfterStopS ?? NaN, 2),
+        fmt(lm.mp4AfterStopS ?? NaN, 2),
+        lm.liveEncodeDone ? "kept up" : "did not end whole",
+        fmt(lm.ingestDuringLive.p50),
+        fmt(lm.ingestDuringLive.p99),
+        fmt(lm.liveCpuSPerMin, 1),
+        fmt(lm.liveCpuPercent, 0),
+      ]],
+    ));
+  }
+
+  if (r.liveView?.length) {
+    parts.push(
+      "### Watching live (chunk acknowledged -> playable in a viewer)\n\nA 720p VP8 recording uploaded in real time, 1 s of media per chunk, watched on its page in headless Chromium: from the add_data answer until the viewer's buffered media covers the chunk.",
+    );
+    parts.push(table(
+      [
+        "how",
+        "page",
+        "recordings",
+        "chunks",
+        "never playable",
+        "p50 s",
+        "p95 s",
+        "max s",
+        "page said behind s",
+      ],
+      r.liveView.map((v) => [
+        v.mode === "mse" ? "from the upload (MSE)" : "live encode (HLS)",
+        v.pageMode,
+        v.recordings,
+        v.chunks,
+        v.missed,
+        fmt(v.latency.p50 / 1000, 2),
+        fmt(v.latency.p95 / 1000, 2),
+        fmt(v.latency.max / 1000, 2),
+        fmt(v.behindS),
+      ]),
+    ));
+  }
+
+  parts.push(...renderIssue14(r));
+
   if (r.failures.length) {
     parts.push("### Phases that failed");
     for (const f of r.failures) parts.push(`- ${f.phase}: ${f.error}`);
   }
   return parts.join("\n\n") + "\n";
+}
+
+/** Issue 14's tables: S3, the KV backends, API servers on both. */
+function renderIssue14(r: BenchResults): string[] {
+  const parts: string[] = [];
+  const cpuOf = (
+    procs: { label: string; proc: { cpuPercent: number } }[],
+    label: string,
+  ) => fmt(procs.find((p) => p.label === label)?.proc.cpuPercent, 0);
+  if (r.s3) {
+    parts.push(
+      `### Object storage: Swift S3 on loopback (started in ${
+        fmt(r.s3.swiftStartMs / 1000)
+      } s)\n\ntapedeck with \`STORAGE_URL=s3://...\` (KV file local) against bench/s3_bare_server.ts, which PUTs each body as one object and answers after S3's 200. Swift's four servers run in one Python process ("swift CPU %").`,
+    );
+    const rows: (string | number)[][] = r.s3.closedLoop.map((c) => [
+      `closed loop, ${c.kind}`,
+      c.uploaders,
+      fmt(c.MBps),
+      fmt(c.latency.p50),
+      fmt(c.latency.p99),
+      c.errors,
+      cpuOf(c.procs, c.kind),
+      fmt(c.procs[0]?.proc.hwmMiB),
+      cpuOf(c.procs, "swift"),
+      fmt(c.clientCpuPercent, 0),
+      fmt(c.otherCpuPercent, 0),
+    ]);
+    for (const s of r.s3.steady) {
+      rows.push([
+        `steady N=${s.slots} ${s.durationS} s, tapedeck (acked MB/s; p95 ${
+          fmt(s.load.latency.p95)
+        }, max ${fmt(s.load.latency.max, 0)} ms)`,
+        s.slots,
+        fmt(s.load.ackedMBps),
+        fmt(s.load.latency.p50),
+        fmt(s.load.latency.p99),
+        s.load.errors,
+        cpuOf(s.procs, "tapedeck"),
+        fmt(s.procs[0]?.proc.hwmMiB),
+        cpuOf(s.procs, "swift"),
+        fmt(s.load.clientCpuPercent, 0),
+        fmt(s.otherCpuPercent, 0),
+      ]);
+    }
+    parts.push(table([
+      "what",
+      "uploaders / N",
+      "MB/s",
+      "p50 ms",
+      "p99 ms",
+      "errors",
+      "srv CPU %",
+      "srv VmHWM MiB",
+      "swift CPU %",
+      "client CPU %",
+      "other CPU %",
+    ], rows));
+  }
+  if (r.pgkv) {
+    parts.push(
+      `### KV backends: commit, get and watch latency\n\nIn the bench process, as the app calls them: a commit is get + atomic check(recording) + set(recording) + set(chunk); "16 in flight" runs 16 such writers on their own recordings; watch is a set on one handle until \`watch\` on a second handle yields it. PostgreSQL: ${r.pgkv.postgres}.`,
+    );
+    parts.push(table(
+      [
+        "backend",
+        "get p50 ms",
+        "commit p50 ms",
+        "commit p99 ms",
+        "16 in flight: commits/s",
+        "16 in flight: p99 ms",
+        "watch p50 ms",
+        "watch p99 ms",
+        "watch max ms",
+      ],
+      r.pgkv.runs.map((k) => [
+        k.backend,
+        fmt(k.get.p50, 2),
+        fmt(k.commit.p50, 2),
+        fmt(k.commit.p99, 2),
+        fmt(k.concurrent.perS, 0),
+        fmt(k.concurrent.latency.p99, 1),
+        fmt(k.watch.p50, 2),
+        fmt(k.watch.p99, 2),
+        fmt(k.watch.max, 1),
+      ]),
+    ));
+  }
+  if (r.cluster?.runs.length) {
+    parts.push(
+      "### API servers (RUN_WORKER=false) on PostgreSQL + S3 at N=100\n\nEach server its own process; with two, each recording's chunks alternate between them. A `/ws` observer on each server times change -> message (changes made on either server). No worker runs.",
+    );
+    parts.push(table(
+      [
+        "servers",
+        "s",
+        ...LOAD_COLUMNS,
+        "srv VmHWM MiB",
+        "srv CPU %",
+        "swift CPU %",
+        "postgres CPU %",
+        "client CPU %",
+        "other CPU %",
+        "/ws change p99 ms",
+      ],
+      r.cluster.runs.map((c) => {
+        const apis = c.procs.filter((p) => p.label.startsWith("api-"));
+        return [
+          c.servers,
+          c.durationS,
+          ...loadCells(c.load),
+          apis.map((p) => fmt(p.proc.hwmMiB)).join(" / "),
+          apis.map((p) => fmt(p.proc.cpuPercent, 0)).join(" / "),
+          cpuOf(c.procs, "swift"),
+          fmt(
+            (c.procs.find((p) => p.label === "postgres")?.proc.cpuPercent ??
+              NaN) +
+              (c.procs.find((p) => p.label === "postgres")?.proc
+                .childCpuPercent ?? NaN),
+            0,
+          ),
+          fmt(c.load.clientCpuPercent, 0),
+          fmt(c.otherCpuPercent, 0),
+          c.live.map((l) => (l ? fmt(l.changes.p99) : "n/a")).join(" / "),
+        ];
+      }),
+    ));
+  }
+  return parts;
 }

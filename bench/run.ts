@@ -7,10 +7,15 @@
  * ffmpeg by hand, all in the same run on the same machine. Prints Markdown
  * tables and writes bench/results/<timestamp>.json and .md.
  *
- * Phases: disk, closed, steady, stepup, processing, reencode, big, soak
- * (big and soak run in full mode only). The quick mode takes under two
- * minutes once the media cache (bench/.cache) exists. `--server-root`
+ * Phases: disk, closed, steady, stepup, processing, reencode, livemp4,
+ * liveview, big, soak (big and soak run in full mode only; liveview needs
+ * Chromium). The quick mode takes a few minutes once the media cache
+ * (bench/.cache) exists. `--server-root`
  * benchmarks tapedeck from another checkout; `--soak-s` shortens the soak.
+ *
+ * Issue 14's phases s3, pgkv and cluster (bench/s3_phases.ts,
+ * bench/cluster_phases.ts) start their own Swift S3 and PostgreSQL on
+ * loopback with the tests' helpers (tests/support/).
  */
 
 import { parseArgs } from "node:util";
@@ -26,6 +31,8 @@ import {
   bigPhase,
   closedLoopPhase,
   diskPhase,
+  liveMp4Phase,
+  liveViewPhase,
   log,
   processingPhase,
   reencodePhase,
@@ -34,6 +41,8 @@ import {
   steadyPhase,
   stepUpPhase,
 } from "./phases.ts";
+import { clusterPhase } from "./cluster_phases.ts";
+import { pgKvPhase, s3Phase } from "./s3_phases.ts";
 import { initClockTicks } from "./proc_stats.ts";
 import {
   type BenchResults,
@@ -56,8 +65,13 @@ const PHASES = [
   "stepup",
   "processing",
   "reencode",
+  "livemp4",
+  "liveview",
   "big",
   "soak",
+  "s3",
+  "pgkv",
+  "cluster",
 ] as const;
 
 async function commandOutput(cmd: string, args: string[]): Promise<string> {
@@ -212,11 +226,27 @@ async function main(): Promise<number> {
       const vp8 = await vp8Recording(quick ? 40 : 120);
       results.reencode = await reencodePhase(settings, source, vp8);
     });
+    await phase("livemp4", async () => {
+      const vp8 = await vp8Recording(quick ? 40 : 300);
+      results.liveMp4 = await liveMp4Phase(settings, source, vp8);
+    });
+    await phase("liveview", async () => {
+      results.liveView = await liveViewPhase(settings, await vp8Recording(20));
+    });
     await phase("big", async () => {
       results.big = await bigPhase(settings, await bigRecording());
     });
     await phase("soak", async () => {
       results.soak = await soakPhase(settings, source);
+    });
+    await phase("s3", async () => {
+      results.s3 = await s3Phase(settings, source);
+    });
+    await phase("pgkv", async () => {
+      results.pgkv = await pgKvPhase(settings);
+    });
+    await phase("cluster", async () => {
+      results.cluster = await clusterPhase(settings, source);
     });
   } finally {
     await Deno.remove(dataRoot, { recursive: true }).catch(() => {});

@@ -30,7 +30,8 @@ export interface ServerProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
-async function spawnListening(
+/** Spawns `command` and resolves once it prints "listening on http://.../". */
+export async function spawnListening(
   kind: ServerKind,
   command: string,
   args: string[],
