@@ -1,4 +1,5 @@
 /// <reference lib="dom" />
+// Over 400 lines: the recorder page's one session object (media capture, MediaRecorder, outbox, upload lag) whose signals the island renders.
 /**
  * The recorder page's logic, as signals the island renders: records the
  * camera, a screen or this tab and uploads it through the public API while

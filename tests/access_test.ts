@@ -4,21 +4,8 @@ import {
   expectError,
   mediaBytes,
   sendChunk,
-  startTestServer,
-  type TestServer,
+  withServer,
 } from "./helpers.ts";
-
-async function withServer(
-  env: Record<string, string>,
-  fn: (server: TestServer) => Promise<void>,
-) {
-  const server = await startTestServer({ RUN_WORKER: "false", ...env });
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
 
 async function create(url: string, headers: Record<string, string> = {}) {
   return await fetch(`${url}/create/`, { method: "POST", headers });

@@ -181,3 +181,43 @@ Deno.test("chunks: chunks without an index are kept in arrival order", async () 
     await server.close();
   }
 });
+
+Deno.test("chunks: an empty body is refused at once, not after waiting for an earlier request still sending", async () => {
+  const server = await startTestServer({ RUN_WORKER: "false" });
+  let release = () => {};
+  try {
+    const id = await createSession(server.url);
+    // An earlier chunk whose body is still arriving.
+    const slow = fetch(`${server.url}/add_data/${id}/`, {
+      method: "POST",
+      body: new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(mediaBytes(300, 0));
+          release = () => {
+            release = () => {};
+            controller.close();
+          };
+        },
+      }),
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const started = Date.now();
+    const empty = await fetch(`${server.url}/add_data/${id}/`, {
+      method: "POST",
+      // Chunked, with no bytes: no Content-Length says it is empty.
+      body: new ReadableStream<Uint8Array>({ start: (c) => c.close() }),
+    });
+    const waited = Date.now() - started;
+    assert.equal(empty.status, 400);
+    assert.match((await empty.json()).error, /empty/);
+    // Waiting for the earlier request would take ARRIVAL_ORDER_WAIT_MS (10 s).
+    assert.ok(waited < 5_000, `answered after ${waited} ms`);
+    release();
+    const first = await slow;
+    assert.equal(first.status, 200);
+    assert.equal((await first.json()).index, 0);
+  } finally {
+    release();
+    await server.close();
+  }
+});

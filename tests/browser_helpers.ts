@@ -8,13 +8,14 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type Browser, type BrowserContext, chromium } from "playwright-core";
 import type { Service } from "../main.ts";
+import { type GuardedServer, serveGuarded } from "../lib/http/slow_guard.ts";
 import type { LiveMessage } from "../common/recording_view.ts";
 import { CHROMIUM_PATH, IN_CI, ROOT } from "./helpers.ts";
 
 export { CHROMIUM_PATH };
 
-/** Flags every test browser runs with. */
-export const BASE_BROWSER_ARGS = [
+/** Flags of a quiet headless Chromium on this machine (the bench's too). */
+export const HEADLESS_BROWSER_ARGS = [
   "--no-sandbox",
   "--disable-gpu",
   "--disable-quic",
@@ -22,6 +23,11 @@ export const BASE_BROWSER_ARGS = [
   "--disable-background-networking",
   "--disable-component-update",
   "--disable-sync",
+];
+
+/** Flags every test browser runs with. */
+export const BASE_BROWSER_ARGS = [
+  ...HEADLESS_BROWSER_ARGS,
   "--use-fake-device-for-media-stream",
 ];
 
@@ -159,12 +165,24 @@ export function freePort(): number {
   return port;
 }
 
-/** Serves a service's app on a given port; `shutdown` closes its sockets too. */
-export function serveOnPort(service: Service, port: number): Deno.HttpServer {
-  return Deno.serve(
-    { hostname: "127.0.0.1", port, onListen() {} },
-    service.app.fetch,
-  );
+/**
+ * Serves a service's app on a given port with main.ts's listener (node:http,
+ * or plain `Deno.serve` on Deno before 2.8); `shutdown` closes its live
+ * sockets too (1001), which `Deno.serve`'s own does not on Deno 2.5.
+ */
+export function serveOnPort(
+  service: Service,
+  port: number,
+): Promise<GuardedServer> {
+  return serveGuarded({
+    hostname: "127.0.0.1",
+    port,
+    headerTimeoutMs: 20_000,
+    bodyMinBytesPerS: 0,
+    bodyRateWindowMs: 30_000,
+    bodyTimeoutMs: 0,
+    shutdownGraceMs: 1_000,
+  }, service.app.fetch);
 }
 
 /** Polls `check` until it returns true or the time is up. */

@@ -23,6 +23,7 @@ import {
   type TestServer,
   waitForStatus,
 } from "./helpers.ts";
+import { concatBytes } from "../common/bytes.ts";
 
 const toolsMissing = await missingTool("chromium") ||
   await missingTool("ffmpeg");
@@ -93,16 +94,6 @@ async function uploaded(page: Page): Promise<[number, number]> {
   });
 }
 
-function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
-
 /**
  * The server's copy of a recording equals the chunks the page kept, in
  * order: those the test saw kept (every MediaRecorder blob it saw), then
@@ -116,8 +107,10 @@ async function assertSameBytes(
 ): Promise<number> {
   const seen = recorded.kept(id);
   assert.deepEqual(
-    concat([...seen.keys()].sort((a, b) => a - b).map((i) => seen.get(i)!)),
-    concat(recorded.raw()),
+    concatBytes(
+      [...seen.keys()].sort((a, b) => a - b).map((i) => seen.get(i)!),
+    ),
+    concatBytes(recorded.raw()),
     "every MediaRecorder blob seen was kept",
   );
   const kept = new Map([...seen, ...later]);
@@ -126,7 +119,7 @@ async function assertSameBytes(
     [...kept.keys()].sort((a, b) => a - b),
     Array.from({ length: n }, (_, i) => i),
   );
-  const whole = concat(Array.from({ length: n }, (_, i) => kept.get(i)!));
+  const whole = concatBytes(Array.from({ length: n }, (_, i) => kept.get(i)!));
   const res = await fetch(`${server.url}/media/${id}/source`);
   assert.equal(res.status, 200);
   const source = new Uint8Array(await res.arrayBuffer());

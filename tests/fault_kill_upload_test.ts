@@ -29,6 +29,8 @@ import {
 } from "../lib/kv/keys.ts";
 import {
   type ChildServer,
+  ffmpegFile,
+  lavfiInputs,
   missingTool,
   spawnServer,
   videoPacketHashes,
@@ -55,44 +57,27 @@ async function makeBigRecording(
   path: string,
   seed: number,
 ): Promise<Uint8Array> {
-  const out = await new Deno.Command("ffmpeg", {
-    args: [
-      "-v",
-      "error",
-      "-y",
-      "-f",
-      "lavfi",
-      "-i",
+  return await ffmpegFile(path, [
+    ...lavfiInputs(
       `testsrc2=size=320x240:rate=30,noise=alls=40:allf=t:all_seed=${seed}`,
-      "-f",
-      "lavfi",
-      "-i",
       `sine=frequency=${300 + seed * 50}:sample_rate=48000`,
-      "-t",
-      "6",
-      "-c:v",
-      "libx264",
-      "-preset",
-      "ultrafast",
-      "-qp",
-      "0",
-      "-g",
-      "60",
-      "-c:a",
-      "libopus",
-      "-f",
-      "matroska",
-      "-live",
-      "1",
-      path,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(new TextDecoder().decode(out.stderr));
-  }
-  return await Deno.readFile(path);
+      6,
+    ),
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-qp",
+    "0",
+    "-g",
+    "60",
+    "-c:a",
+    "libopus",
+    "-f",
+    "matroska",
+    "-live",
+    "1",
+  ]);
 }
 
 /** Where an unanswered request was when the server died, judged from KV and disk. */

@@ -55,6 +55,8 @@ export async function startTestServer(
     MIN_FREE_BYTES: "0",
     JOB_BACKOFF_MS: "100",
     LOG_LEVEL: "error",
+    // Live encodes only where a test asks for them (they take a core).
+    LIVE_ENCODE_SLOTS: "0",
     ...await backendEnv(dataDir, env),
     ...env,
   });
@@ -76,6 +78,22 @@ export async function startTestServer(
       }
     },
   };
+}
+
+/**
+ * Runs `fn` with a test server that runs no job worker (RUN_WORKER=false,
+ * then `env`), closed after it either way.
+ */
+export async function withServer(
+  env: Record<string, string>,
+  fn: (server: TestServer) => Promise<void>,
+): Promise<void> {
+  const server = await startTestServer({ RUN_WORKER: "false", ...env });
+  try {
+    await fn(server);
+  } finally {
+    await server.close();
+  }
 }
 
 /** A server running as its own `deno run main.ts` process. */
@@ -126,6 +144,7 @@ async function spawnDeno(
       DATA_DIR: dataDir,
       MIN_FREE_BYTES: "0",
       JOB_BACKOFF_MS: "100",
+      LIVE_ENCODE_SLOTS: "0",
       ...await backendEnv(dataDir, env, { lone: true }),
       ...env,
     },
@@ -292,65 +311,120 @@ export async function makeRecording(
   const seconds = options.seconds ?? 4;
   const fps = options.fps ?? 30;
   const video = codec === "vp8"
-    ? [
-      "-c:v",
-      "libvpx",
-      "-deadline",
-      "realtime",
-      "-cpu-used",
-      "8",
-      "-b:v",
-      "600k",
-    ]
+    ? vpxArgs("libvpx", "600k")
     : codec === "h264"
     ? ["-c:v", "libx264", "-preset", "ultrafast"]
-    : [
-      "-c:v",
-      "libvpx-vp9",
-      "-deadline",
-      "realtime",
-      "-cpu-used",
-      "8",
-      "-b:v",
-      "600k",
-    ];
+    : vpxArgs("libvpx-vp9", "600k");
   const container = codec === "vp9-mp4"
     ? ["-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof"]
     : ["-f", codec === "h264" ? "matroska" : "webm", "-live", "1"];
-  const out = await new Deno.Command("ffmpeg", {
-    args: [
-      "-v",
-      "error",
-      "-y",
-      "-f",
-      "lavfi",
-      "-i",
+  return await ffmpegFile(path, [
+    ...lavfiInputs(
       `testsrc2=size=320x240:rate=${fps}`,
-      "-f",
-      "lavfi",
-      "-i",
       "sine=frequency=440:sample_rate=48000",
-      "-t",
-      String(seconds),
-      ...video,
-      "-g",
-      String(fps * 2),
-      "-c:a",
-      "libopus",
-      ...container,
-      path,
-    ],
-    stdout: "null",
+      seconds,
+    ),
+    ...video,
+    "-g",
+    String(fps * 2),
+    "-c:a",
+    "libopus",
+    ...container,
+  ], "ffmpeg could not make the test recording");
+}
+
+/**
+ * Runs ffmpeg or ffprobe quietly (`-v error`) and returns what it wrote to
+ * stdout; when it fails, throws an Error with its stderr (after
+ * `failure: ` when given).
+ */
+export async function runMediaTool(
+  tool: "ffmpeg" | "ffprobe",
+  args: string[],
+  failure?: string,
+): Promise<string> {
+  const out = await new Deno.Command(tool, {
+    args: ["-v", "error", ...args],
+    stdout: "piped",
     stderr: "piped",
   }).output();
   if (!out.success) {
-    throw new Error(
-      `ffmpeg could not make the test recording: ${
-        new TextDecoder().decode(out.stderr)
-      }`,
-    );
+    const stderr = new TextDecoder().decode(out.stderr);
+    throw new Error(failure ? `${failure}: ${stderr}` : stderr);
   }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/**
+ * Writes `path` with ffmpeg (`args`: its inputs and output options,
+ * overwriting) and returns the file's bytes; `failure` as for
+ * {@link runMediaTool}.
+ */
+export async function ffmpegFile(
+  path: string,
+  args: string[],
+  failure?: string,
+): Promise<Uint8Array<ArrayBuffer>> {
+  await runMediaTool("ffmpeg", ["-y", ...args, path], failure);
   return await Deno.readFile(path);
+}
+
+/**
+ * ffprobe's `-show_entries <entries>` of a file as CSV lines without
+ * section names (`csv=p=0`): of `stream` only ("v:0") when given, with
+ * packets counted when `countPackets`.
+ */
+export function ffprobeEntries(
+  path: string,
+  entries: string,
+  options: { stream?: string; countPackets?: boolean } = {},
+): Promise<string> {
+  return runMediaTool("ffprobe", [
+    ...(options.stream ? ["-select_streams", options.stream] : []),
+    ...(options.countPackets ? ["-count_packets"] : []),
+    "-show_entries",
+    entries,
+    "-of",
+    "csv=p=0",
+    path,
+  ], "ffprobe failed");
+}
+
+/** A test recording's inputs: lavfi's `video` and `audio`, `seconds` long. */
+export function lavfiInputs(
+  video: string,
+  audio: string,
+  seconds: number,
+): string[] {
+  return [
+    "-f",
+    "lavfi",
+    "-i",
+    video,
+    "-f",
+    "lavfi",
+    "-i",
+    audio,
+    "-t",
+    String(seconds),
+  ];
+}
+
+/** A VP8/VP9 encode (`libvpx`, `libvpx-vp9`) set for speed, at `bitrate`. */
+export function vpxArgs(
+  encoder: "libvpx" | "libvpx-vp9",
+  bitrate: string,
+): string[] {
+  return [
+    "-c:v",
+    encoder,
+    "-deadline",
+    "realtime",
+    "-cpu-used",
+    "8",
+    "-b:v",
+    bitrate,
+  ];
 }
 
 /** One stream of ffprobe's JSON, the fields tests compare. */
@@ -377,24 +451,16 @@ export interface ProbeSummary {
 
 /** Runs the real ffprobe on a file. */
 export async function probeFile(path: string): Promise<ProbeSummary> {
-  const out = await new Deno.Command("ffprobe", {
-    args: [
-      "-v",
-      "error",
+  const j = JSON.parse(
+    await runMediaTool("ffprobe", [
       "-count_packets",
       "-print_format",
       "json",
       "-show_format",
       "-show_streams",
       path,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(`ffprobe failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  const j = JSON.parse(new TextDecoder().decode(out.stdout));
+    ], "ffprobe failed"),
+  );
   // deno-lint-ignore no-explicit-any
   const v = j.streams.find((s: any) => s.codec_type === "video");
   // deno-lint-ignore no-explicit-any
@@ -420,29 +486,29 @@ export async function probeFile(path: string): Promise<ProbeSummary> {
 
 /** The per-packet MD5s of a file's video stream, copied (not decoded). */
 export async function videoPacketHashes(path: string): Promise<string[]> {
-  const out = await new Deno.Command("ffmpeg", {
-    args: [
-      "-v",
-      "error",
-      "-i",
-      path,
-      "-map",
-      "0:v:0",
-      "-c",
-      "copy",
-      "-f",
-      "framemd5",
-      "-",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(`framemd5 failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return new TextDecoder().decode(out.stdout).split("\n")
-    .filter((l) => l && !l.startsWith("#"))
+  return (await videoFrameMd5(path, ["-c", "copy"]))
     .map((l) => l.split(",").map((f) => f.trim()).at(-1)!);
+}
+
+/**
+ * ffmpeg's `framemd5` lines (no comments) of a file's video stream, read
+ * with `codecArgs` (`-c copy`: the packets as stored).
+ */
+export async function videoFrameMd5(
+  path: string,
+  codecArgs: string[],
+): Promise<string[]> {
+  const out = await runMediaTool("ffmpeg", [
+    "-i",
+    path,
+    "-map",
+    "0:v:0",
+    ...codecArgs,
+    "-f",
+    "framemd5",
+    "-",
+  ], "framemd5 failed");
+  return out.split("\n").filter((l) => l && !l.startsWith("#"));
 }
 
 /** Polls `check_status` until the status is one of `wanted` (or times out). */
@@ -503,6 +569,33 @@ export async function sendChunk(
     body: bytes,
     headers,
   });
+}
+
+/**
+ * A request body sent in `pieces` parts, `gapMs` apart; `state.phase` says
+ * how far it got ("body" once a part went, "sent" after the last).
+ */
+export function pacedBody(
+  bytes: Uint8Array,
+  pieces: number,
+  gapMs: number,
+  state: { phase: string },
+): ReadableStream<Uint8Array> {
+  const size = Math.ceil(bytes.length / pieces);
+  let off = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (off > 0) await new Promise((r) => setTimeout(r, gapMs));
+      state.phase = "body";
+      const end = Math.min(bytes.length, off + size);
+      controller.enqueue(bytes.slice(off, end));
+      off = end;
+      if (off >= bytes.length) {
+        controller.close();
+        state.phase = "sent";
+      }
+    },
+  }, { highWaterMark: 0 });
 }
 
 /** `size` bytes that start with a WebM (EBML) header magic, then `fill`. */

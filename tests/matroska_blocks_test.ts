@@ -15,6 +15,7 @@ import {
   tallyMatroskaBlocks,
 } from "../lib/processing/matroska_blocks.ts";
 import { makeRecording, missingTool, type TestCodec } from "./helpers.ts";
+import { videoPacketTimes } from "./live_helpers.ts";
 
 const ffmpegMissing = await missingTool("ffmpeg");
 
@@ -22,22 +23,7 @@ const ffmpegMissing = await missingTool("ffmpeg");
 async function ffprobePackets(
   path: string,
 ): Promise<{ packets: number; spanS: number }> {
-  const out = await new Deno.Command("ffprobe", {
-    args: [
-      "-v",
-      "error",
-      "-select_streams",
-      "v:0",
-      "-show_entries",
-      "packet=pts_time",
-      "-of",
-      "csv=p=0",
-      path,
-    ],
-    stdout: "piped",
-  }).output();
-  const times = new TextDecoder().decode(out.stdout).split("\n").filter(Boolean)
-    .map(Number);
+  const times = await videoPacketTimes(path);
   return {
     packets: times.length,
     spanS: Math.max(...times) - Math.min(...times),

@@ -12,6 +12,7 @@ import {
   parseMultipart,
 } from "../lib/http/multipart.ts";
 import { seededRandom } from "./support/random.ts";
+import { concatBytes } from "../common/bytes.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -23,18 +24,6 @@ function randomBytes(n: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);
   for (let o = 0; o < n; o += 65536) {
     crypto.getRandomValues(out.subarray(o, Math.min(n, o + 65536)));
-  }
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
   }
   return out;
 }
@@ -108,7 +97,7 @@ function rechunk(
         have += take;
       }
       if (have === 0) c.close();
-      else c.enqueue(concat(parts));
+      else c.enqueue(concatBytes(parts));
     },
     cancel(reason) {
       onCancel?.(reason);
@@ -148,7 +137,7 @@ async function readAll(
 ): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   for await (const chunk of stream) parts.push(chunk);
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 function assertBytes(actual: Uint8Array, expected: Uint8Array, what: string) {
@@ -356,8 +345,8 @@ Deno.test("parseMultipart: every delimiter prefix in the data passes through, ch
   }
   pieces.push(enc.encode(`--${boundary}`), enc.encode("\r"));
   pieces.push(delim.subarray(0, delim.length - 1)); // data ends one byte short
-  const data = concat(pieces);
-  const body = concat([
+  const data = concatBytes(pieces);
+  const body = concatBytes([
     handBody(
       `--${boundary}`,
       'Content-Disposition: form-data; name="blob_data"; filename="blob"',
@@ -821,7 +810,7 @@ Deno.test("parseMultipart: a 64 MiB streamed body is parsed in bounded memory", 
     `\r\n--${boundary.slice(0, -1)}`,
   ], 9);
   // Make sure the block repeated never contains the real delimiter.
-  const twice = concat([block, block]);
+  const twice = concatBytes([block, block]);
   for (let i = twice.indexOf(13); i !== -1; i = twice.indexOf(13, i + 1)) {
     let k = 0;
     while (k < delim.length && twice[i + k] === delim[k]) k++;

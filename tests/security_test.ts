@@ -26,8 +26,7 @@ import {
   expectError,
   mediaBytes,
   sendChunk,
-  startTestServer,
-  type TestServer,
+  withServer,
 } from "./helpers.ts";
 
 const TUS = { "tus-resumable": "1.0.0" };
@@ -37,18 +36,6 @@ const UPGRADE = {
   "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
   "sec-websocket-version": "13",
 };
-
-async function withServer(
-  env: Record<string, string>,
-  fn: (server: TestServer) => Promise<void>,
-) {
-  const server = await startTestServer({ RUN_WORKER: "false", ...env });
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
 
 /** One request over raw TCP (fetch does not let a test choose the Host). */
 async function rawRequest(

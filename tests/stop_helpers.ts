@@ -13,7 +13,7 @@ import {
   type TestSocket,
   wsUrl,
 } from "./browser_helpers.ts";
-import { IN_CI } from "./helpers.ts";
+import { ffprobeEntries, IN_CI } from "./helpers.ts";
 
 async function commandWorks(name: string): Promise<boolean> {
   try {
@@ -119,15 +119,6 @@ export function heldBody(first: Uint8Array<ArrayBuffer>): {
 }
 
 /** Concatenates byte arrays. */
-export function concatBytes(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
 
 /** Asserts two byte arrays are equal, saying where they first differ. */
 export function assertSameBytes(
@@ -191,24 +182,9 @@ export async function listedIds(url: string): Promise<string[]> {
  * WebM recordings that carry no duration in their header.
  */
 export async function packetDurationS(path: string): Promise<number> {
-  const out = await new Deno.Command("ffprobe", {
-    args: [
-      "-v",
-      "error",
-      "-show_entries",
-      "packet=pts_time,duration_time",
-      "-of",
-      "csv=p=0",
-      path,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(`ffprobe failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
+  const out = await ffprobeEntries(path, "packet=pts_time,duration_time");
   let end = 0;
-  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+  for (const line of out.split("\n")) {
     const [pts, dur] = line.split(",").map(Number);
     if (Number.isFinite(pts)) {
       end = Math.max(end, pts + (Number.isFinite(dur) ? dur : 0));
@@ -219,23 +195,7 @@ export async function packetDurationS(path: string): Promise<number> {
 
 /** The container duration ffprobe reports for a finished file. */
 export async function formatDurationS(path: string): Promise<number> {
-  const out = await new Deno.Command("ffprobe", {
-    args: [
-      "-v",
-      "error",
-      "-show_entries",
-      "format=duration",
-      "-of",
-      "csv=p=0",
-      path,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(`ffprobe failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return Number(new TextDecoder().decode(out.stdout).trim());
+  return Number((await ffprobeEntries(path, "format=duration")).trim());
 }
 
 /** Downloads a finished file of a recording to `path`. */

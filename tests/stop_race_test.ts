@@ -25,7 +25,6 @@ import {
   assertSameBytes,
   type ChangeMessage,
   checkStatus,
-  concatBytes,
   downloadTo,
   fetchSource,
   formatDurationS,
@@ -36,6 +35,7 @@ import {
   sleep,
   within,
 } from "./stop_helpers.ts";
+import { concatBytes } from "../common/bytes.ts";
 
 const NEEDS_FFMPEG = { ignore: !HAVE_FFMPEG };
 

@@ -25,13 +25,13 @@ import {
 import {
   assertSameBytes,
   checkStatus,
-  concatBytes,
   fetchSource,
   HAVE_FFMPEG,
   listedIds,
   sleep,
   startPatchCuttingProxy,
 } from "./stop_helpers.ts";
+import { concatBytes } from "../common/bytes.ts";
 
 const TUS = { "tus-resumable": "1.0.0" };
 const OCTETS = { ...TUS, "content-type": "application/offset+octet-stream" };

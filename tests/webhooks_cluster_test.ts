@@ -201,6 +201,8 @@ Deno.test("webhooks: ingest latency is unchanged while the receiver hangs", asyn
           WEBHOOK_URLS: receiver.url,
           WEBHOOK_TIMEOUT_MS: "1500",
           WEBHOOK_BACKOFF_MS: "100",
+          // Room for an attempt per recording (10), all of them hanging.
+          WEBHOOK_CONCURRENCY: "16",
         },
       );
       try {

@@ -362,7 +362,7 @@ Deno.test({
     );
     const port = freePort();
     const url = `http://127.0.0.1:${port}`;
-    let server = serveOnPort(service, port);
+    let server = await serveOnPort(service, port);
     const states: LiveState[] = [];
     const views: RecordingView[] = [];
     const client = connectLive(wsUrl(url, "/ws"), {
@@ -385,7 +385,7 @@ Deno.test({
         "reconnecting state",
       );
 
-      server = serveOnPort(service, port);
+      server = await serveOnPort(service, port);
       const id = await createSession(url);
       await eventually(
         () => client.snapshots >= 2,

@@ -1,4 +1,5 @@
 /// <reference lib="dom" />
+// Over 400 lines: the SDK is one ES module (/sdk/recorder.js) with its public types and docs; the recording logic it wraps is client/recorder_session.ts.
 /**
  * tapedeck's recorder SDK: one ES module, served at `/sdk/recorder.js` with
  * its types at `/sdk/recorder.d.ts` (built by tools/build_sdk.ts), that lets

@@ -266,6 +266,8 @@ async function receiveStarted(
   }
   let index: number | undefined;
   try {
+    // An empty body is refused before it could wait for earlier requests.
+    if (parsed.stored.size === 0) throw emptyChunk();
     index = mergeIndex(requestIndex, parsed.index);
   } catch (err) {
     await parsed.stored.settle(false);

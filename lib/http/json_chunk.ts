@@ -1,3 +1,4 @@
+// Over 400 lines: one streaming JSON + base64 decoder (tokenizer, field state, base64 carry) that must not buffer the body; its parts are not used apart.
 /**
  * Streaming decoder for the JSON form of an `add_data` body:
  * `{"blob_data": "<base64>", "order": N, "last_chunk": true}`.

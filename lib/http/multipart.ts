@@ -1,3 +1,4 @@
+// Over 400 lines: one streaming state machine (boundary search across reads, part headers, held-back bytes) that is only correct as a whole.
 /**
  * Streaming `multipart/form-data` parser (RFC 7578 over RFC 2046).
  *

@@ -1,3 +1,4 @@
+// Over 400 lines: one Deno.Kv implementation (reads, atomic commits, watch, expiry sweep) over one connection pool; the key and value codecs are split out already.
 /**
  * `Deno.Kv` on PostgreSQL, for `KV_PATH=postgres://...`: the part of the
  * API that tapedeck uses (get, getMany, set, delete, list, atomic with
@@ -45,6 +46,7 @@ import {
   encodeValue,
   ValueEncoding,
 } from "./value_codec.ts";
+import { concatBytes } from "../../common/bytes.ts";
 
 /** Options of {@link openPostgresKv}. */
 export interface PostgresKvOptions {
@@ -161,16 +163,6 @@ function checkWriteKey(bytes: Uint8Array): number {
   return bytes.length;
 }
 
-function concat(...parts: (Uint8Array | number[])[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 const CONNECTION_CODES = new Set([
   "CONNECTION_CLOSED",
   "CONNECTION_DESTROYED",
@@ -255,11 +247,11 @@ function commonPrefix(sel: RawSelector): Uint8Array {
 }
 
 function rangeStart(sel: RawSelector): Uint8Array {
-  return sel.start ?? concat(sel.prefix!, [0]);
+  return sel.start ?? concatBytes([sel.prefix!, [0]]);
 }
 
 function rangeEnd(sel: RawSelector): Uint8Array {
-  return sel.end ?? concat(sel.prefix!, [0xff]);
+  return sel.end ?? concatBytes([sel.prefix!, [0xff]]);
 }
 
 const BASE64URL_PADDED =
@@ -281,8 +273,8 @@ function decodeRange(
   const tail = new Uint8Array(Buffer.from(cursor, "base64url"));
   const common = commonPrefix(sel);
   const [first, last] = reverse
-    ? [rangeStart(sel), concat(common, tail)]
-    : [concat(common, tail, [0]), rangeEnd(sel)];
+    ? [rangeStart(sel), concatBytes([common, tail])]
+    : [concatBytes([common, tail, [0]]), rangeEnd(sel)];
   if (sel.start && compareBytes(first, sel.start) < 0) {
     throw new TypeError("cursor out of bounds");
   }
@@ -517,6 +509,35 @@ function queuesUnsupported(): Error {
 }
 
 /**
+ * Cancels a postgres.js query as its `cancel()` does, keeping the promise
+ * of the cancellation handled: `cancel()` drops it, and it rejects when the
+ * database is unreachable (an unhandled rejection would end the process).
+ * A version without the `canceller` property is left alone.
+ */
+function cancelQuietly(query: unknown): void {
+  const q = query as { canceller?: ((q: unknown) => unknown) | null };
+  const cancel = q.canceller;
+  if (typeof cancel !== "function") return;
+  q.canceller = null;
+  try {
+    Promise.resolve(cancel(query)).catch(() => {});
+  } catch {
+    // nothing to cancel
+  }
+}
+
+/**
+ * A PostgreSQL array literal of hex strings, numbers and nulls (none needs
+ * quoting). Arrays go as text so that connections need not fetch the array
+ * types first (`fetch_types: false`): postgres.js runs that fetch as a
+ * promise nobody handles, and a connection reset during it (a database
+ * restart) would end the process.
+ */
+function arrayLiteral(values: (string | number | bigint | null)[]): string {
+  return `{${values.map((v) => (v === null ? "NULL" : String(v))).join(",")}}`;
+}
+
+/**
  * Seconds before connection attempt `retries` after failed ones: short, so
  * that operations waiting for the database go on as soon as it is back
  * (postgres.js's own backoff grows to 20 s).
@@ -730,6 +751,11 @@ export class PostgresKv implements Deno.Kv {
       max: options.maxConnections ?? 4,
       connect_timeout: 10,
       backoff: reconnectDelayS,
+      // No recycling timer: `end()` resolves before a socket's close event
+      // cancels it, so close() would leave it running; a broken connection
+      // is made again anyway.
+      max_lifetime: null,
+      fetch_types: false, // see arrayLiteral
       onnotice: () => {},
       connection: { application_name: "tapedeck-kv" },
     });
@@ -780,7 +806,7 @@ export class PostgresKv implements Deno.Kv {
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         // Not sent yet: it never will be. Sent: its outcome is unknown.
-        Promise.resolve(query.cancel() as unknown).catch(() => {});
+        cancelQuietly(query);
         reject(
           new KvConnectionError(
             `PostgreSQL KV: no answer within ${this.#timeoutMs} ms (the database is down or restarting)`,
@@ -811,7 +837,7 @@ export class PostgresKv implements Deno.Kv {
     _options?: { consistency?: Deno.KvConsistencyLevel },
   ): Promise<Deno.KvEntryMaybe<T>> {
     const bytes = encodeKey(key);
-    checkReadKey(concat(bytes, [0]));
+    checkReadKey(concatBytes([bytes, [0]]));
     const [row] = await this.#query(this.#q.get, [bytes]);
     if (!row) return { key, value: null, versionstamp: null };
     return this.#entry(row) as Deno.KvEntry<T>;
@@ -819,7 +845,7 @@ export class PostgresKv implements Deno.Kv {
 
   async #readMany(keys: readonly Deno.KvKey[], bytes: Uint8Array[]) {
     const rows = bytes.length
-      ? await this.#query(this.#q.getMany, [bytes.map(hex)])
+      ? await this.#query(this.#q.getMany, [arrayLiteral(bytes.map(hex))])
       : [];
     const found = new Map<string, Row>();
     for (const row of rows) found.set(hex(row.k), row);
@@ -841,7 +867,7 @@ export class PostgresKv implements Deno.Kv {
     if (bytes.length > MAX_READ_RANGES) {
       throw new TypeError(`Too many ranges (max ${MAX_READ_RANGES})`);
     }
-    for (const b of bytes) checkReadKey(concat(b, [0]));
+    for (const b of bytes) checkReadKey(concatBytes([b, [0]]));
     return await this.#readMany(list, bytes) as {
       [K in keyof T]: Deno.KvEntryMaybe<T[K]>;
     };
@@ -990,13 +1016,13 @@ export class PostgresKv implements Deno.Kv {
     const mk = mutKeys.map(hex);
     const params = [
       this.#lock,
-      checkKeys.map(hex),
-      checkStamps,
-      mk,
-      mutations.map((m) => m.op),
-      mutations.map((m) => (m.value ? hex(m.value.bytes) : null)),
-      mutations.map((m) => m.value?.encoding ?? 0),
-      mutations.map((m) => m.expireIn ?? null),
+      arrayLiteral(checkKeys.map(hex)),
+      arrayLiteral(checkStamps),
+      arrayLiteral(mk),
+      arrayLiteral(mutations.map((m) => m.op)),
+      arrayLiteral(mutations.map((m) => (m.value ? hex(m.value.bytes) : null))),
+      arrayLiteral(mutations.map((m) => m.value?.encoding ?? 0)),
+      arrayLiteral(mutations.map((m) => m.expireIn ?? null)),
       this.#channel,
     ];
     const versionstamp = await this.#send(params);

@@ -82,6 +82,7 @@ async function adminQuery(text: string): Promise<void> {
     max: 1,
     onnotice: () => {},
     connect_timeout: 10,
+    max_lifetime: null, // its timer would outlive end() (lib/kv/postgres.ts)
   });
   try {
     await sql.unsafe(text);
