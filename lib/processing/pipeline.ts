@@ -62,7 +62,7 @@ import {
 } from "./passes.ts";
 import { reencodeProgressively } from "./progressive.ts";
 import { fileUrl, subfileUrl } from "./urls.ts";
-import { measureWorkload } from "./workload.ts";
+import { measureWorkload, type Workload } from "./workload.ts";
 import { listChunks } from "../recordings/chunks.ts";
 import { openChunkStream } from "../recordings/source.ts";
 import { canDeferSync } from "../storage/storage.ts";
@@ -250,19 +250,26 @@ export async function processRecording(
     const posterName = `${id}.jpg`;
     const streams = MAIN_STREAMS;
 
-    // The whole recording's frames and duration, before anything decodes it.
-    const load = await measureWorkload(
-      tools,
-      {
-        local,
-        reader,
-        open: () => openChunkStream(ctx, id, chunks),
-        container,
-      },
-      parsed,
-      !!video,
-      probeOptions,
-    );
+    // The whole recording's frames and duration, before anything decodes
+    // it: what a re-encode will cost, and the picture size VP8 keyframes
+    // announce (VP8 can change it at any keyframe). A stream copy of other
+    // codecs needs neither, and is spared reading the recording twice.
+    const vp8 = parsed?.tracks.some((t) => t.codecName === "vp8") ?? false;
+    const needsWalk = (!!video && !copyVideo) || vp8;
+    const load: Omit<Workload, "countedBy"> = !needsWalk
+      ? { frames: 0, durationS: NaN }
+      : await measureWorkload(
+        tools,
+        {
+          local,
+          reader,
+          open: () => openChunkStream(ctx, id, chunks),
+          container,
+        },
+        parsed,
+        !!video,
+        probeOptions,
+      );
     const picture = largestPicture(video, load.largestKeyframe);
     if (picture) checkPictureSize(picture.width, picture.height, config);
     if (video && !copyVideo) {
