@@ -324,6 +324,8 @@ export interface UnflushedOutputs {
 export interface ChangeEntry {
   id: string;
   at: number;
+  /** A deleted recording as it was, marked `deleted` (its record is gone). */
+  deleted?: Recording;
 }
 
 /** ["recording", id] */

@@ -62,6 +62,7 @@ export function startLiveFeed(ctx: AppContext): () => Promise<void> {
 
   async function catchUp() {
     const ids: string[] = [];
+    const deleted = new Map<string, Recording>();
     const iter = ctx.kv.list<ChangeEntry>({
       prefix: changePrefix(),
       start: changeKey(seqFloor(newestAt - OVERLAP_MS)),
@@ -72,6 +73,7 @@ export function startLiveFeed(ctx: AppContext): () => Promise<void> {
       seen.set(seq, entry.value.at);
       newestAt = Math.max(newestAt, entry.value.at);
       if (entry.value.at < startedAt) continue;
+      if (entry.value.deleted) deleted.set(entry.value.id, entry.value.deleted);
       if (!ids.includes(entry.value.id)) ids.push(entry.value.id);
     }
     for (const [seq, at] of seen) {
@@ -81,7 +83,8 @@ export function startLiveFeed(ctx: AppContext): () => Promise<void> {
       const entries = await ctx.kv.getMany<Recording[]>(
         ids.slice(i, i + 10).map((id) => recordingKey(id)),
       );
-      for (const { value: rec } of entries) {
+      for (const [k, { value }] of entries.entries()) {
+        const rec = value ?? deleted.get(ids[i + k]);
         if (!rec || stopped) continue;
         const last = published.get(rec.id);
         if (

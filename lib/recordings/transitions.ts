@@ -13,6 +13,7 @@ import type { AppContext } from "../core/context.ts";
 import { UnavailableError } from "../core/errors.ts";
 import { commitGrouped } from "../kv/batch.ts";
 import {
+  type ChangeEntry,
   changeHeadKey,
   changeKey,
   finishedRecordingKey,
@@ -107,11 +108,15 @@ function addRecordWrites(
   }
 
   if (ctx.config.sharedKv) {
-    const at = (next ?? prev)!.updatedAt;
+    // A deletion carries the record as deleted: other instances cannot
+    // read it any more.
+    const at = next ? next.updatedAt : Date.now();
     const seq = `${at.toString().padStart(15, "0")}-${
       (changeCounter++ % 1e6).toString().padStart(6, "0")
     }-${crypto.randomUUID().slice(0, 8)}`;
-    const entry = { id, at };
+    const entry: ChangeEntry = next
+      ? { id, at }
+      : { id, at, deleted: deletedView(prev!, at) };
     atomic.set(changeKey(seq), entry, { expireIn: CHANGE_TTL_MS });
     atomic.set(changeHeadKey(), { ...entry, seq });
   }
@@ -185,6 +190,11 @@ function eventOf(
   return null;
 }
 
+/** What live sockets are shown of a deleted record. */
+function deletedView(prev: Recording, at: number): Recording {
+  return { ...prev, updatedAt: at, deleted: true };
+}
+
 /** Tells this process's live sockets and the log about a committed change. */
 function published(
   ctx: AppContext,
@@ -192,7 +202,7 @@ function published(
   next: Recording | null,
   cause?: string,
 ): void {
-  const shown = next ?? { ...prev!, updatedAt: Date.now(), deleted: true };
+  const shown = next ?? deletedView(prev!, Date.now());
   if (!shown.partial) ctx.live.publish(shown);
   const event = !next && cause ? `recording.${cause}` : eventOf(prev, next);
   if (!event) return;
