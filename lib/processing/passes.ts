@@ -244,6 +244,9 @@ export function startPoster(
       ctx.log,
     )
     : Promise.resolve(false);
+  // Awaited by the caller only after its main pass: a poster stopped
+  // before that must not count as an unhandled rejection meanwhile.
+  made.catch(() => {});
   return {
     made,
     stop,
