@@ -13,6 +13,7 @@ import { basename, join } from "node:path";
 import { fileURLToPath as fromFileUrl, pathToFileURL } from "node:url";
 import {
   moduleGraphLines,
+  pruneStaleBuilds,
   runDeno,
   sha256Hex,
   writeAtomically,
@@ -22,7 +23,6 @@ import {
 const ROOT = fromFileUrl(new URL("../", import.meta.url));
 /** Changes whenever the build itself changes. */
 export const BUILDER_VERSION = "2";
-const STALE_BUILD_MS = 24 * 60 * 60 * 1000;
 /** What a build produced: the URLs pages link to. */
 export interface AssetManifest {
   builder: string;
@@ -114,22 +114,6 @@ async function readManifest(buildDir: string): Promise<AssetManifest | null> {
   }
 }
 
-async function pruneOldBuilds(
-  buildDir: string,
-  keep: Set<string>,
-): Promise<void> {
-  const now = Date.now();
-  for await (const entry of Deno.readDir(buildDir)) {
-    if (keep.has(entry.name) || entry.name === "manifest.json") continue;
-    if (entry.name === "sdk") continue; // tools/build_sdk.ts prunes its own
-    const path = join(buildDir, entry.name);
-    const info = await Deno.stat(path).catch(() => null);
-    if (info?.mtime && now - info.mtime.getTime() > STALE_BUILD_MS) {
-      await Deno.remove(path, { recursive: true }).catch(() => {});
-    }
-  }
-}
-
 /**
  * Builds the islands bundle and the stylesheet into `static/build/` under
  * content-hash names and writes `manifest.json`, unless the manifest there
@@ -195,9 +179,10 @@ export async function buildAssets(
       join(buildDir, "manifest.json"),
       JSON.stringify(manifest, null, 2) + "\n",
     );
-    await pruneOldBuilds(
+    // "sdk": tools/build_sdk.ts prunes its own folder.
+    await pruneStaleBuilds(
       buildDir,
-      new Set([scriptName, styleName, ...chunks, basename(work)]),
+      new Set([scriptName, styleName, ...chunks, basename(work), "sdk"]),
     );
     return manifest;
   } finally {

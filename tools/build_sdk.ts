@@ -15,6 +15,7 @@ import { basename, join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import {
   moduleGraphLines,
+  pruneStaleBuilds,
   runDeno,
   sha256Hex,
   writeAtomically,
@@ -26,7 +27,6 @@ const ROOT = fromFileUrl(new URL("../", import.meta.url));
 export const SDK_ENTRY = "client/sdk/recorder.ts";
 /** Changes whenever this build itself changes. */
 export const SDK_BUILDER_VERSION = "1";
-const STALE_BUILD_MS = 24 * 60 * 60 * 1000;
 
 /** What an SDK build produced: file names in `static/build/sdk/`. */
 export interface SdkManifest {
@@ -61,18 +61,6 @@ async function readManifest(dir: string): Promise<SdkManifest | null> {
     return manifest;
   } catch {
     return null;
-  }
-}
-
-async function pruneOld(dir: string, keep: Set<string>): Promise<void> {
-  const now = Date.now();
-  for await (const entry of Deno.readDir(dir)) {
-    if (keep.has(entry.name) || entry.name === "manifest.json") continue;
-    const path = join(dir, entry.name);
-    const info = await Deno.stat(path).catch(() => null);
-    if (info?.mtime && now - info.mtime.getTime() > STALE_BUILD_MS) {
-      await Deno.remove(path, { recursive: true }).catch(() => {});
-    }
   }
 }
 
@@ -136,7 +124,10 @@ export async function buildSdk(
       join(dir, "manifest.json"),
       JSON.stringify(manifest, null, 2) + "\n",
     );
-    await pruneOld(dir, new Set([scriptName, typesName, basename(work)]));
+    await pruneStaleBuilds(
+      dir,
+      new Set([scriptName, typesName, basename(work)]),
+    );
     return manifest;
   } finally {
     await Deno.remove(work, { recursive: true }).catch(() => {});

@@ -79,3 +79,26 @@ export async function writeAtomically(
   else await Deno.writeFile(temp, data);
   await Deno.rename(temp, path);
 }
+
+/** Build outputs older than this are removed by {@link pruneStaleBuilds}. */
+const STALE_BUILD_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * Removes from `dir` the entries older than a day that are neither in
+ * `keep` nor the manifest (builds that other processes may still serve
+ * stay for a while).
+ */
+export async function pruneStaleBuilds(
+  dir: string,
+  keep: Set<string>,
+): Promise<void> {
+  const now = Date.now();
+  for await (const entry of Deno.readDir(dir)) {
+    if (keep.has(entry.name) || entry.name === "manifest.json") continue;
+    const path = `${dir}/${entry.name}`;
+    const info = await Deno.stat(path).catch(() => null);
+    if (info?.mtime && now - info.mtime.getTime() > STALE_BUILD_MS) {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    }
+  }
+}

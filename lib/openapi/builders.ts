@@ -144,3 +144,19 @@ export function withExamples(
     "x-examples": examples as unknown as Json,
   };
 }
+
+/** A schema of `type` or null. */
+export function nullable(type: string, description?: string): JsonObject {
+  return { type: [type, "null"], ...(description ? { description } : {}) };
+}
+
+/** The 401 answer of an endpoint that takes an API key or a token. */
+export const CREDENTIAL_ERROR: JsonObject = errorResponse(
+  "A credential is missing or wrong.",
+  { "WWW-Authenticate": ref("headers", "WwwAuthenticate") },
+);
+
+/** The 404 answer of an endpoint named by a recording id. */
+export const UNKNOWN_ID_ERROR: JsonObject = errorResponse(
+  "Unknown or malformed id.",
+);

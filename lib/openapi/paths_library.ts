@@ -5,25 +5,22 @@
  */
 
 import {
+  CREDENTIAL_ERROR,
   errorResponse,
   EXAMPLE_KEY,
   EXAMPLE_TOKEN,
   type ExampleRequest,
   type JsonObject,
   jsonResponse,
+  nullable,
   ref,
+  UNKNOWN_ID_ERROR,
   withExamples,
 } from "./builders.ts";
 import { ID_PARAMS, KEY_SECURITY, TOKEN_SECURITY } from "./components.ts";
 
-const e401 = errorResponse("A credential is missing or wrong.", {
-  "WWW-Authenticate": ref("headers", "WwwAuthenticate"),
-});
-const e404 = errorResponse("Unknown or malformed id.");
-const nullable = (type: string, description?: string): JsonObject => ({
-  type: [type, "null"],
-  ...(description ? { description } : {}),
-});
+const e401 = CREDENTIAL_ERROR;
+const e404 = UNKNOWN_ID_ERROR;
 
 /** Schemas of the library's bodies. */
 export const LIBRARY_SCHEMAS: JsonObject = {

@@ -5,22 +5,19 @@
  */
 
 import {
+  CREDENTIAL_ERROR,
   errorResponse,
   type JsonObject,
   jsonResponse,
+  nullable,
   ref,
+  UNKNOWN_ID_ERROR,
   withExamples,
 } from "./builders.ts";
 import { ID_PARAMS, KEY_SECURITY, TOKEN_SECURITY } from "./components.ts";
 
-const e401 = errorResponse("A credential is missing or wrong.", {
-  "WWW-Authenticate": ref("headers", "WwwAuthenticate"),
-});
-const e404 = errorResponse("Unknown or malformed id.");
-const nullable = (type: string, description?: string): JsonObject => ({
-  type: [type, "null"],
-  ...(description ? { description } : {}),
-});
+const e401 = CREDENTIAL_ERROR;
+const e404 = UNKNOWN_ID_ERROR;
 
 /** Schemas of the webhook and operations bodies. */
 export const OPS_SCHEMAS: JsonObject = {
