@@ -234,11 +234,16 @@ Deno.test({
       // it while the offline page was being reloaded): while the network is
       // cut, chunk uploads are also refused here, so none reaches the server.
       // Once back online they are slowed a little so the resume can be seen.
+      // Requests let through before the cut may still reach the server
+      // after it (a loaded machine answers late): they are counted, so the
+      // test waits until the page has recorded more than they can hold.
       let cut = false;
       let slow = false;
+      let letThrough = 0;
       await context.route("**/add_data/**", async (route) => {
         if (cut) return await route.abort("internetdisconnected");
         if (slow) await new Promise((r) => setTimeout(r, 250));
+        letThrough++;
         await route.continue();
       });
       const headlines = await watchText(context, "#resume-headline");
@@ -292,6 +297,12 @@ Deno.test({
         { timeout: 15_000 },
       );
       await page.waitForSelector("#kept-chunks");
+      const sentBeforeCut = letThrough;
+      await eventually(
+        async () => (await lagCounts(page))[1] >= sentBeforeCut + 2,
+        15_000,
+        `more chunks recorded than the ${sentBeforeCut} requests sent before the cut`,
+      );
       await page.screenshot({
         path: await artifactPath("resume-offline.png"),
         fullPage: true,
