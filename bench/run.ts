@@ -1,6 +1,6 @@
 /**
  * `deno task bench [--quick] [--only=phase,...] [--data-dir=DIR]
- *   [--server-root=DIR] [--soak-s=SECONDS]`
+ *   [--server-root=DIR] [--server-env=NAME=VALUE,...] [--soak-s=SECONDS]`
  *
  * Benchmarks tapedeck's ingest and processing against the disk's flushed
  * write rate, a bare Deno append server, a stock tus server on Node.js and
@@ -11,7 +11,8 @@
  * liveview, big, soak (big and soak run in full mode only; liveview needs
  * Chromium). The quick mode takes a few minutes once the media cache
  * (bench/.cache) exists. `--server-root`
- * benchmarks tapedeck from another checkout; `--soak-s` shortens the soak.
+ * benchmarks tapedeck from another checkout; `--server-env` adds settings
+ * to every tapedeck server; `--soak-s` shortens the soak.
  *
  * Issue 14's phases s3, pgkv and cluster (bench/s3_phases.ts,
  * bench/cluster_phases.ts) start their own Swift S3 and PostgreSQL on
@@ -55,6 +56,7 @@ import {
   installPeer,
   peerVersions,
   ROOT,
+  setTapedeckEnv,
   setTapedeckRoot,
 } from "./servers.ts";
 
@@ -132,6 +134,19 @@ export async function describeTree(root: string): Promise<string> {
   }`;
 }
 
+/** `NAME=VALUE,NAME=VALUE` as an environment. */
+function parseServerEnv(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of text.split(",").filter(Boolean)) {
+    const at = pair.indexOf("=");
+    if (at <= 0) {
+      throw new Error(`--server-env wants NAME=VALUE, got "${pair}"`);
+    }
+    env[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return env;
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -140,6 +155,7 @@ async function main(): Promise<number> {
       only: { type: "string" },
       "data-dir": { type: "string" },
       "server-root": { type: "string" },
+      "server-env": { type: "string" },
       "soak-s": { type: "string" },
     },
   });
@@ -158,6 +174,7 @@ async function main(): Promise<number> {
 
   const serverRoot = values["server-root"] ?? ROOT;
   setTapedeckRoot(serverRoot);
+  setTapedeckEnv(parseServerEnv(values["server-env"] ?? ""));
   const started = performance.now();
   const dataRoot = await Deno.makeTempDir({
     dir: values["data-dir"],

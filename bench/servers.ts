@@ -110,6 +110,16 @@ export const TAPEDECK_ENV: Record<string, string> = {
 };
 
 let tapedeckRoot = ROOT;
+let extraEnv: Record<string, string> = {};
+
+/**
+ * Settings every tapedeck server of the run gets on top of
+ * {@link TAPEDECK_ENV}, e.g. `HEADER_TIMEOUT_MS=0` to measure without the
+ * slow-client listener.
+ */
+export function setTapedeckEnv(env: Record<string, string>): void {
+  extraEnv = { ...env };
+}
 
 /** Runs tapedeck from another checkout (e.g. an exported commit). */
 export function setTapedeckRoot(root: string): void {
@@ -153,7 +163,7 @@ export async function startTapedeck(
     Deno.execPath(),
     serve.args,
     dataDir,
-    { ...serve.env, ...TAPEDECK_ENV, ...env },
+    { ...serve.env, ...TAPEDECK_ENV, ...extraEnv, ...env },
     tapedeckRoot,
   );
 }

@@ -20,7 +20,7 @@ import {
   StorageFullError,
   UnavailableError,
 } from "../core/errors.ts";
-import { KvConnectionError } from "../kv/postgres.ts";
+import { KvConnectionError } from "../kv/connection_error.ts";
 
 /** The HTTP status of each kind of error. */
 export const STATUS_OF: Record<ErrorKind, number> = {

@@ -10,7 +10,7 @@
  */
 
 import { perKv } from "../core/context.ts";
-import { KvConnectionError } from "./postgres.ts";
+import { KvConnectionError } from "./connection_error.ts";
 
 /** One atomic write that may share a commit with others. */
 export interface GroupedWrite {

@@ -37,6 +37,9 @@
  */
 
 import postgres from "postgres";
+import { KvConnectionError } from "./connection_error.ts";
+
+export { KvConnectionError };
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { compareBytes, decodeKey, encodeKey, startsWith } from "./key_codec.ts";
@@ -71,18 +74,6 @@ export interface PostgresKvOptions {
    * is down or restarting.
    */
   timeoutMs?: number;
-}
-
-/**
- * The database could not be reached, the connection was lost during the
- * operation (the server restarted), or no answer came in time. The next
- * operation reconnects. For a commit, whether it was applied is unknown.
- */
-export class KvConnectionError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "KvConnectionError";
-  }
 }
 
 const MAX_WRITE_KEY = 2048;

@@ -22,7 +22,7 @@ import {
   type Recording,
   recordingKey,
 } from "../kv/keys.ts";
-import { KvConnectionError } from "../kv/postgres.ts";
+import { KvConnectionError } from "../kv/connection_error.ts";
 import type { StoredChunk } from "../storage/storage.ts";
 import {
   assertVideoId,

@@ -7,8 +7,6 @@ import type { Config } from "../core/config.ts";
 import type { Logger } from "../core/log.ts";
 import { LocalStorage } from "./local.ts";
 import { openLocalStorage, releaseLocalStorage } from "./local_shared.ts";
-import { S3Storage } from "./s3.ts";
-import { S3Client } from "./s3_client.ts";
 import { ScratchSpace } from "./scratch.ts";
 import type { Storage } from "./storage.ts";
 
@@ -32,6 +30,11 @@ export async function openStorage(
     );
   }
   await Deno.mkdir(config.dataDir, { recursive: true });
+  // The S3 modules load only for a bucket, as the PostgreSQL client does.
+  const [{ S3Client }, { S3Storage }] = await Promise.all([
+    import("./s3_client.ts"),
+    import("./s3.ts"),
+  ]);
   const client = new S3Client({
     endpoint: s.endpoint,
     region: s.region,
