@@ -209,6 +209,8 @@ export interface S3ClosedLoopRun extends ClosedLoopResult {
 
 /** Steady load with S3 storage. */
 export interface S3SteadyRun {
+  /** tapedeck, or the bare PUT server as the storage's own reference. */
+  kind?: "tapedeck" | "bare-s3";
   slots: number;
   durationS: number;
   load: Omit<OpenLoopResult, "played">;
@@ -281,39 +283,48 @@ export async function s3Phase(
       }
     }
     const steadyRuns: S3SteadyRun[] = [];
+    const steadyKinds = ["tapedeck", "bare-s3"] as const;
     for (const [i, { slots, durationS }] of steady.entries()) {
-      const plans = planLoad({ slots, durationS, seed: 600 + i });
-      const prefix = `steady-${slots}`;
-      const { result, procs } = await withServers(
-        settings,
-        [{
-          label: "tapedeck",
-          start: (dir) => startTapedeck(dir, s3Env(swift, prefix)),
-        }],
-        sidecars,
-        async ([s]) => {
-          const { played: _, ...load } = await runOpenLoop(
-            apiClient(s.url),
-            plans,
-            source,
-          );
-          return load;
-        },
-      );
-      steadyRuns.push({
-        slots,
-        durationS,
-        load: result,
-        procs,
-        otherCpuPercent: otherCpu(procs, result.clientCpuPercent),
-      });
-      log(
-        `s3 steady N=${slots}: acked ${result.ackedMBps.toFixed(1)} MB/s, p50 ${
-          result.latency.p50.toFixed(1)
-        } p99 ${result.latency.p99.toFixed(1)} ms, errors ${
-          errorText(result)
-        }, RSS peak ${procs[0].proc.hwmMiB.toFixed(0)} MiB`,
-      );
+      for (const kind of steadyKinds) {
+        const plans = planLoad({ slots, durationS, seed: 600 + i });
+        const prefix = `steady-${kind}-${slots}`;
+        const { result, procs } = await withServers(
+          settings,
+          [{
+            label: kind,
+            start: (dir) =>
+              kind === "tapedeck"
+                ? startTapedeck(dir, s3Env(swift, prefix))
+                : startBareS3(dir, swift, prefix),
+          }],
+          sidecars,
+          async ([s]) => {
+            const { played: _, ...load } = await runOpenLoop(
+              apiClient(s.url),
+              plans,
+              source,
+            );
+            return load;
+          },
+        );
+        steadyRuns.push({
+          kind,
+          slots,
+          durationS,
+          load: result,
+          procs,
+          otherCpuPercent: otherCpu(procs, result.clientCpuPercent),
+        });
+        log(
+          `s3 steady ${kind} N=${slots}: acked ${
+            result.ackedMBps.toFixed(1)
+          } MB/s, p50 ${result.latency.p50.toFixed(1)} p99 ${
+            result.latency.p99.toFixed(1)
+          } ms, errors ${errorText(result)}, RSS peak ${
+            procs[0].proc.hwmMiB.toFixed(0)
+          } MiB`,
+        );
+      }
     }
     return {
       swiftStartMs: swift.startMs,
