@@ -20,14 +20,6 @@ const enc = new TextEncoder();
 
 // ---------------------------------------------------------------- helpers
 
-function randomBytes(n: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(n);
-  for (let o = 0; o < n; o += 65536) {
-    crypto.getRandomValues(out.subarray(o, Math.min(n, o + 65536)));
-  }
-  return out;
-}
-
 /**
  * Random binary data sprinkled with things that look like the start of a
  * delimiter: CR, CRLF, `\r\n--`, Deno's `\r\n------` boundary prefix plus
@@ -40,7 +32,12 @@ function trickyData(
   seed = 1,
 ): Uint8Array<ArrayBuffer> {
   const rand = seededRandom(seed);
-  const data = randomBytes(size);
+  // Drawn from the seed too: with random bytes, a near-miss that lacks only
+  // its last byte became the real delimiter whenever the byte after it
+  // happened to match: the 64 MiB test's self-check failed so in CI, and in
+  // 47 of 2,000 tries of its block.
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i++) data[i] = Math.floor(rand() * 256);
   const patterns = [
     "\r",
     "\r\n",
