@@ -234,6 +234,21 @@ export function bestS3(
     .sort((a, b) => b.MBps - a.MBps)[0];
 }
 
+/** tapedeck on S3, or the bare PUT server, storing under `prefix`. */
+function s3Server(
+  swift: SwiftS3,
+  kind: "tapedeck" | "bare-s3",
+  prefix: string,
+) {
+  return {
+    label: kind,
+    start: (dir: string) =>
+      kind === "tapedeck"
+        ? startTapedeck(dir, s3Env(swift, prefix))
+        : startBareS3(dir, swift, prefix),
+  };
+}
+
 /**
  * Saturation on S3 (tapedeck vs the bare PUT server, each uploader count)
  * and steady N=50 with S3 storage (local KV file: the one-box case).
@@ -256,13 +271,7 @@ export async function s3Phase(
         const prefix = `${kind}-${run++}`;
         const { result, procs } = await withServers(
           settings,
-          [{
-            label: kind,
-            start: (dir) =>
-              kind === "tapedeck"
-                ? startTapedeck(dir, s3Env(swift, prefix))
-                : startBareS3(dir, swift, prefix),
-          }],
+          [s3Server(swift, kind, prefix)],
           sidecars,
           ([s]) =>
             runClosedLoop(apiClient(s.url), source, {
@@ -290,13 +299,7 @@ export async function s3Phase(
         const prefix = `steady-${kind}-${slots}`;
         const { result, procs } = await withServers(
           settings,
-          [{
-            label: kind,
-            start: (dir) =>
-              kind === "tapedeck"
-                ? startTapedeck(dir, s3Env(swift, prefix))
-                : startBareS3(dir, swift, prefix),
-          }],
+          [s3Server(swift, kind, prefix)],
           sidecars,
           async ([s]) => {
             const { played: _, ...load } = await runOpenLoop(
