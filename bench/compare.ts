@@ -27,7 +27,12 @@ import { planLoad, runClosedLoop, runOpenLoop } from "./load.ts";
 import { sourceRecording } from "./media.ts";
 import { settleDisk, warmUp } from "./phases.ts";
 import { initClockTicks, ProcSampler } from "./proc_stats.ts";
-import { ROOT, setTapedeckRoot, startTapedeck } from "./servers.ts";
+import {
+  parseEnvList,
+  ROOT,
+  setTapedeckRoot,
+  startTapedeck,
+} from "./servers.ts";
 import { median } from "./stats.ts";
 import { apiClient } from "./upload_clients.ts";
 
@@ -51,12 +56,7 @@ interface Variant {
 
 function parseVariant(text: string): Variant {
   const [root, settings = ""] = text.split("|");
-  const env: Record<string, string> = {};
-  for (const pair of settings.split(",").filter(Boolean)) {
-    const at = pair.indexOf("=");
-    if (at <= 0) throw new Error(`"${pair}" in "${text}" is not NAME=VALUE`);
-    env[pair.slice(0, at)] = pair.slice(at + 1);
-  }
+  const env = parseEnvList(settings, `the settings of "${text}"`);
   return { label: text || "(this checkout)", root: root || ROOT, env };
 }
 

@@ -54,6 +54,7 @@ import {
 import {
   BENCH,
   installPeer,
+  parseEnvList,
   peerVersions,
   ROOT,
   setTapedeckEnv,
@@ -134,19 +135,6 @@ export async function describeTree(root: string): Promise<string> {
   }`;
 }
 
-/** `NAME=VALUE,NAME=VALUE` as an environment. */
-function parseServerEnv(text: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const pair of text.split(",").filter(Boolean)) {
-    const at = pair.indexOf("=");
-    if (at <= 0) {
-      throw new Error(`--server-env wants NAME=VALUE, got "${pair}"`);
-    }
-    env[pair.slice(0, at)] = pair.slice(at + 1);
-  }
-  return env;
-}
-
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -174,7 +162,7 @@ async function main(): Promise<number> {
 
   const serverRoot = values["server-root"] ?? ROOT;
   setTapedeckRoot(serverRoot);
-  setTapedeckEnv(parseServerEnv(values["server-env"] ?? ""));
+  setTapedeckEnv(parseEnvList(values["server-env"] ?? "", "--server-env"));
   const started = performance.now();
   const dataRoot = await Deno.makeTempDir({
     dir: values["data-dir"],

@@ -13,7 +13,7 @@
  * servers, so their CPU is shown and kept out of "other CPU %".
  */
 
-import { createBucket } from "../tests/support/backend.ts";
+import { createBucket, storageEnv } from "../tests/support/backend.ts";
 import { startPostgres } from "../tests/support/postgres.ts";
 import { startSwift, type SwiftS3 } from "../tests/support/swift.ts";
 import { openKv } from "../lib/kv/open.ts";
@@ -60,13 +60,7 @@ export async function withSwift<T>(
 
 /** The environment that puts tapedeck's recordings under `prefix` in Swift. */
 export function s3Env(swift: SwiftS3, prefix: string): Record<string, string> {
-  return {
-    STORAGE_URL: `s3://${BENCH_BUCKET}/${prefix}`,
-    S3_ENDPOINT: swift.endpoint,
-    AWS_REGION: swift.region,
-    AWS_ACCESS_KEY_ID: swift.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: swift.secretAccessKey,
-  };
+  return storageEnv(swift, BENCH_BUCKET, prefix);
 }
 
 /** The first process whose command line (NUL-split) passes `match`. */

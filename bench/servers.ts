@@ -109,6 +109,20 @@ export const TAPEDECK_ENV: Record<string, string> = {
   MAX_OPEN_RECORDINGS: "1000000",
 };
 
+/** `NAME=VALUE,NAME=VALUE` as an environment (`what` names it in errors). */
+export function parseEnvList(
+  text: string,
+  what = "settings",
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of text.split(",").filter(Boolean)) {
+    const at = pair.indexOf("=");
+    if (at <= 0) throw new Error(`${what} want NAME=VALUE, got "${pair}"`);
+    env[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return env;
+}
+
 let tapedeckRoot = ROOT;
 let extraEnv: Record<string, string> = {};
 

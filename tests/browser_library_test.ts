@@ -22,6 +22,7 @@ import {
   splitBytes,
   startTestServer,
   type TestServer,
+  tusPatch,
   waitForStatus,
 } from "./helpers.ts";
 import { artifactPath, freePort, launchBrowser } from "./browser_helpers.ts";
@@ -252,15 +253,7 @@ Deno.test({
       );
       assert.equal(done.status, 200);
       await done.body?.cancel();
-      const patch = await fetch(`${server.url}/files/${design}`, {
-        method: "PATCH",
-        headers: {
-          "tus-resumable": "1.0.0",
-          "upload-offset": "0",
-          "content-type": "application/offset+octet-stream",
-        },
-        body: bytes,
-      });
+      const patch = await tusPatch(`${server.url}/files/${design}`, bytes);
       assert.equal(patch.status, 204);
       await sendPieces(server, untitled, pieces.slice(0, 3));
 

@@ -227,6 +227,23 @@ export async function spawnWorker(
   return { id: match[1], ...rest };
 }
 
+/** A tus PATCH of `body` at `offset` (tus 1.0.0, octet-stream). */
+export function tusPatch(
+  url: string | URL,
+  body: Uint8Array<ArrayBuffer>,
+  offset = 0,
+): Promise<Response> {
+  return fetch(url, {
+    method: "PATCH",
+    headers: {
+      "tus-resumable": "1.0.0",
+      "upload-offset": String(offset),
+      "content-type": "application/offset+octet-stream",
+    },
+    body,
+  });
+}
+
 /** The Debian Chromium binary (the /usr/bin wrapper prints a shell error). */
 export const CHROMIUM_PATH = "/usr/lib/chromium/chromium";
 

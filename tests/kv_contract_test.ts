@@ -9,7 +9,8 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { KvConnectionError, openPostgresKv } from "../lib/kv/postgres.ts";
+import { KvConnectionError } from "../lib/kv/connection_error.ts";
+import { openPostgresKv } from "../lib/kv/postgres.ts";
 import { compareBytes, encodeKey } from "../lib/kv/key_codec.ts";
 import {
   needsPostgres,

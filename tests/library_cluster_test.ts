@@ -17,17 +17,12 @@ import {
   type TestServer,
   waitForStatus,
 } from "./helpers.ts";
-import { type ChangeMessage, type LiveMessage } from "./stop_helpers.ts";
+import { changeOf } from "./stop_helpers.ts";
 import { needsPostgres, startPostgres } from "./support/postgres.ts";
-import { createBucket } from "./support/backend.ts";
+import { createBucket, storageEnv } from "./support/backend.ts";
 import { startSwift, SWIFT_IGNORE } from "./support/swift.ts";
 
 const ffmpegMissing = await missingTool("ffmpeg");
-
-function changeOf(id: string, match: (m: ChangeMessage) => boolean) {
-  return (m: LiveMessage) =>
-    m.type === "change" && m.recording.id === id && match(m);
-}
 
 Deno.test({
   name:
@@ -54,11 +49,7 @@ Deno.test({
       await createBucket(swift, bucketName);
       const env = {
         KV_PATH: pg.url,
-        STORAGE_URL: `s3://${bucketName}/td`,
-        S3_ENDPOINT: swift.endpoint,
-        AWS_REGION: swift.region,
-        AWS_ACCESS_KEY_ID: swift.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: swift.secretAccessKey,
+        ...storageEnv(swift, bucketName, "td"),
         COMPLETE_GRACE_MS: "0",
       };
       const a = await startTestServer(env);

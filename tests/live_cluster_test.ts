@@ -17,7 +17,7 @@ import {
   waitForStatus,
 } from "./helpers.ts";
 import { chunkCount, makeTabCapture, sendAtPace } from "./live_helpers.ts";
-import { createBucket } from "./support/backend.ts";
+import { createBucket, storageEnv } from "./support/backend.ts";
 import { needsPostgres, startPostgres } from "./support/postgres.ts";
 import { startSwift, SWIFT_IGNORE } from "./support/swift.ts";
 
@@ -58,11 +58,7 @@ Deno.test({
       await createBucket(swift, "live-cluster");
       const env = {
         KV_PATH: pg.url,
-        STORAGE_URL: "s3://live-cluster/td",
-        S3_ENDPOINT: swift.endpoint,
-        AWS_REGION: swift.region,
-        AWS_ACCESS_KEY_ID: swift.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: swift.secretAccessKey,
+        ...storageEnv(swift, "live-cluster", "td"),
         COMPLETE_GRACE_MS: "0",
       };
       const a = await startTestServer({ ...env, LIVE_ENCODE_SLOTS: "1" });

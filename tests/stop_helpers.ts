@@ -65,6 +65,14 @@ export type LiveMessage = Awaited<ReturnType<TestSocket["next"]>>;
 /** A `change` message of the live sockets. */
 export type ChangeMessage = Extract<LiveMessage, { type: "change" }>;
 /** The first message of `/ws`: a page of recordings. */
+/** A predicate for socket.until: a change of recording `id` that passes `match`. */
+export function changeOf(
+  id: string,
+  match: (m: ChangeMessage) => boolean,
+): (m: LiveMessage) => boolean {
+  return (m) => m.type === "change" && m.recording.id === id && match(m);
+}
+
 export type ListSnapshotMessage = Extract<LiveMessage, { recordings: unknown }>;
 
 /** Resolves after `ms`. */

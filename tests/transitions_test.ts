@@ -16,8 +16,9 @@ import {
   ROOT,
   startTestServer,
   type TestServer,
+  tusPatch,
 } from "./helpers.ts";
-import type { ChangeMessage, LiveMessage } from "./stop_helpers.ts";
+import { changeOf } from "./stop_helpers.ts";
 
 const ffmpegMissing = await missingTool("ffmpeg");
 
@@ -70,11 +71,6 @@ Deno.test("transitions: no module but lib/recordings/transitions.ts writes or de
   assert.ok([...transitions.matchAll(writes)].length >= 2);
 });
 
-function changeOf(id: string, match: (m: ChangeMessage) => boolean) {
-  return (m: LiveMessage) =>
-    m.type === "change" && m.recording.id === id && match(m);
-}
-
 Deno.test({
   name:
     "transitions: a tus upload on instance A reaches a dashboard socket on instance B (one KV) with its title from the metadata, its bytes and its end",
@@ -116,17 +112,9 @@ Deno.test({
           changeOf(id, (m) => m.recording.title === "Desk cam"),
           10_000,
         );
-        const patch = await fetch(
+        const patch = await tusPatch(
           new URL(created.headers.get("location")!, a.url),
-          {
-            method: "PATCH",
-            headers: {
-              "tus-resumable": "1.0.0",
-              "upload-offset": "0",
-              "content-type": "application/offset+octet-stream",
-            },
-            body: bytes,
-          },
+          bytes,
         );
         assert.equal(patch.status, 204, await patch.text());
         await socket.until(

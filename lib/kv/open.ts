@@ -13,8 +13,8 @@ export function isPostgresKv(kvPath: string): boolean {
 /** Opens the KV at `kvPath`. */
 export async function openKv(kvPath: string): Promise<Deno.Kv> {
   if (isPostgresKv(kvPath)) {
-    // Loaded only here: the PostgreSQL client and its Node.js modules cost
-    // about 10 MiB of memory that an instance on Deno KV never needs.
+    // Loaded only here: an instance on Deno KV (a Deploy API instance, a
+    // worker) never loads the PostgreSQL client.
     const { openPostgresKv } = await import("./postgres.ts");
     return await openPostgresKv(kvPath);
   }

@@ -38,8 +38,6 @@
 
 import postgres from "postgres";
 import { KvConnectionError } from "./connection_error.ts";
-
-export { KvConnectionError };
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { compareBytes, decodeKey, encodeKey, startsWith } from "./key_codec.ts";

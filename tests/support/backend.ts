@@ -173,6 +173,27 @@ export async function s3Settings(): Promise<S3Settings> {
   };
 }
 
+/**
+ * The settings that make a server store in `bucket` under `prefix` on an S3
+ * endpoint (a test's Swift, or a handed-over S3).
+ */
+export function storageEnv(
+  s3: Pick<
+    S3Settings,
+    "endpoint" | "region" | "accessKeyId" | "secretAccessKey"
+  >,
+  bucket: string,
+  prefix: string,
+): Record<string, string> {
+  return {
+    STORAGE_URL: `s3://${bucket}/${prefix}`,
+    S3_ENDPOINT: s3.endpoint,
+    AWS_REGION: s3.region,
+    AWS_ACCESS_KEY_ID: s3.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+  };
+}
+
 /** Makes a bucket (path-style PUT, signed). */
 export async function createBucket(
   swift: Pick<
@@ -246,13 +267,7 @@ export async function backendEnv(
     if (env.STORAGE_URL === undefined) {
       const s3 = await s3Settings();
       const prefix = databaseName(folderKey(dataDir));
-      Object.assign(out, {
-        STORAGE_URL: `s3://${s3.bucket}/${prefix}`,
-        S3_ENDPOINT: s3.endpoint,
-        AWS_REGION: s3.region,
-        AWS_ACCESS_KEY_ID: s3.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
-      });
+      Object.assign(out, storageEnv(s3, s3.bucket, prefix));
     }
   } else if (
     options.lone && env.SHARED_KV === undefined && env.KV_PATH === undefined
