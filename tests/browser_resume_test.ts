@@ -229,21 +229,32 @@ Deno.test({
         viewport: { width: 1000, height: 900 },
       });
       const recorded = await watchRecordedChunks(context);
-      // Chromium's offline emulation was seen to let requests out (a chunk
-      // that failed in the page had reached the server; once, chunks reached
-      // it while the offline page was being reloaded): while the network is
-      // cut, chunk uploads are also refused here, so none reaches the server.
-      // Once back online they are slowed a little so the resume can be seen.
-      // Requests let through before the cut may still reach the server
-      // after it (a loaded machine answers late): they are counted, so the
-      // test waits until the page has recorded more than they can hold.
+      // The page reaches the server through a front the test owns: while
+      // the network is cut, it refuses every chunk request, so none reaches
+      // the server. Chromium's offline emulation alone was not enough: in
+      // two CI runs every chunk the page recorded reached the server while
+      // it was offline (around the reload), though the page, which sends
+      // one chunk at a time, had seen only three acknowledged. The
+      // browser-side cut stays, for the page's own view of the network.
+      // Once back online chunks are slowed a little so the resume is seen.
       let cut = false;
       let slow = false;
-      let letThrough = 0;
+      let pastTheBrowser = 0;
+      await using front = Deno.serve(
+        { port: 0, hostname: "127.0.0.1", onListen() {} },
+        async (req) => {
+          if (cut && new URL(req.url).pathname.startsWith("/add_data/")) {
+            pastTheBrowser++;
+            await req.body?.cancel();
+            return new Response(null, { status: 503 });
+          }
+          return await server.service.app.fetch(req);
+        },
+      );
+      const pageUrl = `http://127.0.0.1:${front.addr.port}`;
       await context.route("**/add_data/**", async (route) => {
         if (cut) return await route.abort("internetdisconnected");
         if (slow) await new Promise((r) => setTimeout(r, 250));
-        letThrough++;
         await route.continue();
       });
       const headlines = await watchText(context, "#resume-headline");
@@ -256,7 +267,7 @@ Deno.test({
       });
       const page = await openPage(
         context,
-        `${server.url}/record`,
+        `${pageUrl}/record`,
         "recorder",
         problems,
       );
@@ -297,12 +308,6 @@ Deno.test({
         { timeout: 15_000 },
       );
       await page.waitForSelector("#kept-chunks");
-      const sentBeforeCut = letThrough;
-      await eventually(
-        async () => (await lagCounts(page))[1] >= sentBeforeCut + 2,
-        15_000,
-        `more chunks recorded than the ${sentBeforeCut} requests sent before the cut`,
-      );
       await page.screenshot({
         path: await artifactPath("resume-offline.png"),
         fullPage: true,
@@ -344,7 +349,7 @@ Deno.test({
         -1;
       assert.ok(
         lastHeld + 1 < recordedAtReload,
-        `the server holds chunks up to ${lastHeld}; ${recordedAtReload} were recorded (${uploadedAtReload} acknowledged)`,
+        `the server holds chunks up to ${lastHeld}; ${recordedAtReload} were recorded (${uploadedAtReload} acknowledged; ${pastTheBrowser} chunk requests got past the browser's offline mode)`,
       );
       assert.equal(
         (await getJson(`${server.url}/check_status/${id}/`)).status,
@@ -355,7 +360,7 @@ Deno.test({
       await context.setOffline(false);
       cut = false;
       slow = true;
-      await page.goto(`${server.url}/record`);
+      await page.goto(`${pageUrl}/record`);
       await page.waitForSelector(
         '[data-island="recorder"][data-hydrated="true"]',
       );

@@ -302,3 +302,80 @@ Deno.test("source read: ranges read in any order give their bytes, and a file sh
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "source read: cancelling a stream of S3 chunks stops the chunk reads still under way (none is left waiting for the store)",
+  sanitizeOps: true,
+  sanitizeResources: true,
+  async fn() {
+    const { S3Client } = await import("../lib/storage/s3_client.ts");
+    const { S3Storage } = await import("../lib/storage/s3.ts");
+    const { ScratchSpace } = await import("../lib/storage/scratch.ts");
+    // A store that answers no read until the end of the test, as a slow
+    // one does while a job is stopped: what it was asked, what was dropped.
+    const release = Promise.withResolvers<void>();
+    let asked = 0;
+    let dropped = 0;
+    const store = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      async (req) => {
+        asked++;
+        const gone = new Promise<void>((r) =>
+          req.signal.addEventListener("abort", () => {
+            dropped++;
+            r();
+          })
+        );
+        await Promise.race([release.promise, gone]);
+        return new Response("x");
+      },
+    );
+    const dir = await Deno.makeTempDir({ prefix: "tapedeck-cancel-" });
+    const storage = new S3Storage({
+      client: new S3Client({
+        endpoint: `http://127.0.0.1:${store.addr.port}`,
+        region: "local-1",
+        bucket: "slow-store",
+        accessKeyId: "a",
+        secretAccessKey: "s",
+        retries: 0,
+      }),
+      prefix: "",
+      scratch: new ScratchSpace(dir),
+    });
+    try {
+      const chunks: ChunkRef[] = ["a", "b", "c"].map((file) => ({
+        file,
+        size: 1,
+      }));
+      const reader = openChunkStream(
+        { storage } as unknown as Parameters<typeof openChunkStream>[0],
+        "rec",
+        chunks,
+      ).getReader();
+      const first = reader.read().catch(() => null);
+      const deadline = Date.now() + 5_000;
+      while (asked < chunks.length && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(asked, chunks.length, "every chunk is opened ahead");
+      await reader.cancel();
+      await first;
+      const until = Date.now() + 2_000;
+      while (dropped < asked && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(
+        dropped,
+        asked,
+        "once the stream is cancelled, no read waits for the store",
+      );
+    } finally {
+      release.resolve();
+      await store.shutdown();
+      storage.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

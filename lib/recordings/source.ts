@@ -33,17 +33,22 @@ export function openChunkStream(
   const storage = ctx.storage;
   let next = 0;
   const ahead: Promise<ReadableStream<Uint8Array>>[] = [];
+  // Ends the opens still under way when the stream is cancelled or fails.
+  const opens = new AbortController();
   const openAhead = () => {
     while (ahead.length < OPEN_AHEAD && next < chunks.length) {
-      const opened = storage.openChunk(id, chunks[next++]);
+      const opened = storage.openChunk(id, chunks[next++], {
+        signal: opens.signal,
+      });
       opened.catch(() => {}); // awaited in turn, or dropped on cancel
       ahead.push(opened);
     }
   };
-  const dropAhead = () => {
-    for (const opened of ahead.splice(0)) {
-      opened.then((s) => s.cancel()).catch(() => {});
-    }
+  const dropAhead = async () => {
+    opens.abort();
+    await Promise.allSettled(
+      ahead.splice(0).map((opened) => opened.then((s) => s.cancel())),
+    );
   };
   let current: ReadableStreamDefaultReader<Uint8Array> | undefined;
   return new ReadableStream<Uint8Array>({
@@ -68,12 +73,12 @@ export function openChunkStream(
           current = undefined;
         }
       } catch (err) {
-        dropAhead();
+        await dropAhead();
         throw err;
       }
     },
     async cancel() {
-      dropAhead();
+      await dropAhead();
       await current?.cancel();
     },
   });

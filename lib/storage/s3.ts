@@ -145,15 +145,19 @@ export class S3Storage
   async openChunk(
     videoId: string,
     chunk: ChunkRef,
+    options: { signal?: AbortSignal } = {},
   ): Promise<ReadableStream<Uint8Array>> {
     const offset = chunk.offset ?? 0;
+    const range = offset > 0
+      ? { start: offset, end: offset + chunk.size - 1 }
+      : {};
     const got = await s3Call(
       "reading a chunk",
       () =>
-        this.client.getObject(
-          this.#chunkKey(videoId, chunk.file),
-          offset > 0 ? { start: offset, end: offset + chunk.size - 1 } : {},
-        ),
+        this.client.getObject(this.#chunkKey(videoId, chunk.file), {
+          ...range,
+          signal: options.signal,
+        }),
     );
     return got.body;
   }

@@ -88,10 +88,14 @@ export interface Storage {
   ): Promise<StoredChunk>;
   /** Whether two stored chunks hold the same bytes (to tell a retry from a clash). */
   sameBytes(videoId: string, a: ChunkRef, b: ChunkRef): Promise<boolean>;
-  /** Opens one stored chunk's bytes. */
+  /**
+   * Opens one stored chunk's bytes; aborting `options.signal` gives up an
+   * open still under way (a request to an object store).
+   */
   openChunk(
     videoId: string,
     chunk: ChunkRef,
+    options?: { signal?: AbortSignal },
   ): Promise<ReadableStream<Uint8Array>>;
   /**
    * Stores a finished local file under `name` (replacing one of that name)
