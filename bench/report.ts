@@ -418,10 +418,17 @@ function judgeIssue14(
     out.push({
       target: steadyTarget,
       measured: loadSummary(s50.load) +
+        (s50.beforeStops
+          ? `; before any recording stopped: p99 ${fmt(s50.beforeStops.p99)} ms`
+          : "") +
         (bare50
           ? ` (the bare PUT server, same load and Swift: p50 ${
             fmt(bare50.load.latency.p50)
-          }, p99 ${fmt(bare50.load.latency.p99)} ms)`
+          }, p99 ${fmt(bare50.load.latency.p99)} ms${
+            bare50.beforeStops
+              ? `, ${fmt(bare50.beforeStops.p99)} before any stop`
+              : ""
+          })`
           : ""),
       verdict: verdict(l.p99 < 100 && s50.load.errors === 0),
     });
@@ -894,7 +901,11 @@ function renderIssue14(r: BenchResults): string[] {
           s.kind ?? "tapedeck"
         } (acked MB/s; p95 ${fmt(s.load.latency.p95)}, max ${
           fmt(s.load.latency.max, 0)
-        } ms)`,
+        } ms${
+          s.beforeStops
+            ? `; before the first stop p99 ${fmt(s.beforeStops.p99)} ms`
+            : ""
+        })`,
         s.slots,
         fmt(s.load.ackedMBps),
         fmt(s.load.latency.p50),

@@ -21,6 +21,7 @@ import {
   type ClosedLoopResult,
   type OpenLoopResult,
   planLoad,
+  type PlannedRecording,
   runClosedLoop,
   runOpenLoop,
 } from "./load.ts";
@@ -208,8 +209,31 @@ export interface S3SteadyRun {
   slots: number;
   durationS: number;
   load: Omit<OpenLoopResult, "played">;
+  /**
+   * Latency of the sends scheduled before the first recording stopped
+   * (every recording of this load stops at its end), so before any
+   * processing ran beside ingest.
+   */
+  beforeStops?: LatencySummary;
   procs: ProcStat[];
   otherCpuPercent: number;
+}
+
+/**
+ * The latency of the sends of `plans` scheduled before its first recording
+ * stopped, from `samples` (scheduled time, latency) as runOpenLoop reports
+ * them.
+ */
+function latencyBeforeStops(
+  plans: PlannedRecording[],
+  samples: [number, number][],
+): LatencySummary {
+  const firstSendMs = Math.min(...plans.map((p) => p.sends[0].atMs));
+  const firstStopMs = Math.min(...plans.map((p) => p.sends.at(-1)!.atMs));
+  const origin = Math.min(...samples.map(([at]) => at)) - firstSendMs;
+  return summarize(
+    samples.filter(([at]) => at - origin < firstStopMs).map(([, ms]) => ms),
+  );
 }
 
 /** What the `s3` phase measured. */
@@ -291,6 +315,7 @@ export async function s3Phase(
       for (const kind of steadyKinds) {
         const plans = planLoad({ slots, durationS, seed: 600 + i });
         const prefix = `steady-${kind}-${slots}`;
+        const samples: [number, number][] = [];
         const { result, procs } = await withServers(
           settings,
           [s3Server(swift, kind, prefix)],
@@ -300,6 +325,7 @@ export async function s3Phase(
               apiClient(s.url),
               plans,
               source,
+              { onSample: (at, ms) => samples.push([at, ms]) },
             );
             return load;
           },
@@ -309,6 +335,7 @@ export async function s3Phase(
           slots,
           durationS,
           load: result,
+          beforeStops: latencyBeforeStops(plans, samples),
           procs,
           otherCpuPercent: otherCpu(procs, result.clientCpuPercent),
         });
