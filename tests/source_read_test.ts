@@ -17,9 +17,13 @@ import {
   type Recording,
   recordingKey,
 } from "../lib/kv/keys.ts";
+import type { AppContext } from "../lib/core/context.ts";
 import { openChunkStream } from "../lib/recordings/source.ts";
 import { listChunks } from "../lib/recordings/chunks.ts";
 import { openLocalRanges } from "../lib/storage/local_ranges.ts";
+import { S3Client } from "../lib/storage/s3_client.ts";
+import { S3Storage } from "../lib/storage/s3.ts";
+import { ScratchSpace } from "../lib/storage/scratch.ts";
 import {
   canOpenChunks,
   type ChunkRef,
@@ -34,6 +38,7 @@ import {
   type TestServer,
   waitForStatus,
 } from "./helpers.ts";
+import { eventually } from "./browser_helpers.ts";
 
 const ffmpegMissing = await missingTool("ffmpeg");
 
@@ -309,9 +314,6 @@ Deno.test({
   sanitizeOps: true,
   sanitizeResources: true,
   async fn() {
-    const { S3Client } = await import("../lib/storage/s3_client.ts");
-    const { S3Storage } = await import("../lib/storage/s3.ts");
-    const { ScratchSpace } = await import("../lib/storage/scratch.ts");
     // A store that answers no read until the end of the test, as a slow
     // one does while a job is stopped: what it was asked, what was dropped.
     const release = Promise.withResolvers<void>();
@@ -350,25 +352,21 @@ Deno.test({
         size: 1,
       }));
       const reader = openChunkStream(
-        { storage } as unknown as Parameters<typeof openChunkStream>[0],
+        { storage } as unknown as AppContext,
         "rec",
         chunks,
       ).getReader();
       const first = reader.read().catch(() => null);
-      const deadline = Date.now() + 5_000;
-      while (asked < chunks.length && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      assert.equal(asked, chunks.length, "every chunk is opened ahead");
+      await eventually(
+        () => asked === chunks.length,
+        5_000,
+        "every chunk is opened ahead",
+      );
       await reader.cancel();
       await first;
-      const until = Date.now() + 2_000;
-      while (dropped < asked && Date.now() < until) {
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      assert.equal(
-        dropped,
-        asked,
+      await eventually(
+        () => dropped === asked,
+        2_000,
         "once the stream is cancelled, no read waits for the store",
       );
     } finally {
